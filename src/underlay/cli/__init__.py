@@ -1,0 +1,1 @@
+"""The ``underlay`` command line: Typer + Rich, bound to the syscall table through the SDK."""

@@ -1,0 +1,144 @@
+"""``underlay up`` (REST + MCP over HTTP) and ``underlay mcp`` (MCP over stdio).
+
+Both open the embedded kernel under ``--home`` in this process and hand it to a
+surface: ``underlay.server.app.serve`` or ``underlay.mcp.stdio.run_stdio``. ``up``
+prints where it listens and where the admin token file is (never the token), then
+serves until Ctrl-C or SIGTERM and shuts down cleanly with exit code 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from types import FrameType
+from typing import Annotated, Any
+
+import typer
+from rich.text import Text
+
+from underlay import errors
+from underlay.cli.runtime import JsonOpt, emit_json, err, guard, out, state, wants_json
+from underlay.config import Config
+from underlay.kernel.kernel import Kernel
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Stop(BaseException):
+    """Raised by our signal handler: unwinds ``asyncio.run`` so every ``finally`` runs."""
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    raise Stop(signum)
+
+
+def _surface(module: str, name: str) -> Callable[..., Awaitable[Any]]:
+    """A surface entry point, imported late (only these commands need FastAPI / MCP)."""
+    try:
+        fn: Callable[..., Awaitable[Any]] = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise errors.Unavailable(f"{module}.{name} is not available: {exc}") from None
+    return fn
+
+
+def _announce(url: str, kernel: Kernel, as_json: bool) -> None:
+    base = url.rstrip("/")
+    info = {
+        "url": base,
+        "rest": f"{base}/v1",
+        "mcp": f"{base}/mcp",
+        "admin_token_file": str(kernel.config.home / "admin-token"),
+        "home": str(kernel.config.home),
+    }
+    if as_json:  # one line: a supervisor reads it while the server keeps running
+        emit_json(info, one_line=True)
+        return
+    console = out()
+    console.print(Text("underlay is up", style="bold green"))
+    labels = {"url": "url", "rest": "rest", "mcp": "mcp", "admin_token_file": "admin token"}
+    for key, label in {**labels, "home": "home"}.items():
+        console.print(Text.assemble((f"  {label:<12}", "cyan"), info[key]), soft_wrap=True)
+    hint = f"export UNDERLAY_URL={base} UNDERLAY_TOKEN=$(cat {info['admin_token_file']})"
+    console.print(Text(f"  use it: {hint}", style="dim"), soft_wrap=True)
+    console.print(Text("Ctrl-C to stop", style="dim"))
+    sys.stdout.flush()
+
+
+async def _up(config: Config, serve: Callable[..., Awaitable[Any]], as_json: bool) -> None:
+    kernel = await Kernel.open(config)
+    try:
+        await serve(
+            kernel, config.host, config.port, ready=lambda url: _announce(url, kernel, as_json)
+        )
+    finally:
+        await kernel.close()
+
+
+def _run_until_signal(main: Awaitable[None]) -> None:
+    """Run ``main``; Ctrl-C / SIGTERM unwind it cleanly (the server stops, the kernel closes)."""
+    previous = {sig: signal.signal(sig, _on_signal) for sig in STOP_SIGNALS}
+    try:
+        asyncio.run(main)  # type: ignore[arg-type]
+    except Stop:
+        pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def up(
+    ctx: typer.Context,
+    host: Annotated[
+        str | None, typer.Option(help="Interface to listen on [default: 127.0.0.1].")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port to listen on; 0 picks a free one [default: 7700].")
+    ] = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Serve the REST API (/v1) and MCP (/mcp) until Ctrl-C or SIGTERM."""
+    as_json = wants_json(ctx, json_)
+    with guard(as_json):
+        serve = _surface("underlay.server.app", "serve")
+        config = Config.load(home=state(ctx).home, host=host, port=port)
+        _run_until_signal(_up(config, serve, as_json))
+    err().print(Text("underlay stopped", style="dim"))
+
+
+async def _mcp(config: Config, token: str | None, run_stdio: Callable[..., Awaitable[Any]]) -> None:
+    kernel = await Kernel.open(config)
+    try:
+        await run_stdio(kernel, token or kernel.admin_token())  # a bad token fails at once
+    finally:
+        await kernel.close()
+
+
+def mcp(ctx: typer.Context, json_: JsonOpt = False) -> None:
+    """Serve MCP over stdio as UNDERLAY_TOKEN (default: the local admin); logs go to stderr.
+
+    stdout carries only the protocol, so errors are reported on stderr even with --json.
+    """
+    st = state(ctx)
+    logging.basicConfig(
+        stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    if st.url:
+        err().print(
+            Text(
+                f"note: `underlay mcp` serves the embedded kernel; ignoring --url {st.url}",
+                style="dim",
+            )
+        )
+    with guard(False):
+        run_stdio = _surface("underlay.mcp.stdio", "run_stdio")
+        config = Config.load(home=st.home)
+        _run_until_signal(_mcp(config, st.token, run_stdio))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("up")(up)
+    app.command("mcp")(mcp)

@@ -1,0 +1,74 @@
+"""Configuration: embedded defaults, overridden by ``$UNDERLAY_HOME/config.yaml`` and env.
+
+With no file and no variables, underlay runs in one process on SQLite under
+``~/.underlay`` (or ``$UNDERLAY_HOME``). Scale is a change of URLs, not of code:
+``database_url: postgresql://...`` moves every table to PostgreSQL.
+
+Precedence, highest first: arguments to ``Config.load``, ``UNDERLAY_*`` environment
+variables (``UNDERLAY_DATABASE_URL``, ``UNDERLAY_PORT`` ...), the YAML file, defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from underlay.errors import InvalidInput
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("UNDERLAY_HOME") or Path.home() / ".underlay")
+
+
+class Config(BaseModel):
+    """Every setting of one underlay installation, with its embedded default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    home: Path = Field(default_factory=default_home)
+    database_url: str | None = None  # None: sqlite file under home
+    host: str = "127.0.0.1"
+    port: int = Field(default=7700, ge=0, le=65535)
+    currency: str = "USD"
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    token_cache_seconds: float = Field(default=1.0, ge=0)
+    audit_reads: bool = False  # audit successful read-only calls too
+    hold_ttl_seconds: int = Field(default=900, ge=1)
+    idempotency_wait_seconds: float = Field(default=30.0, ge=0)
+    sqlite_busy_timeout_ms: int = 30_000
+    pool_size: int = Field(default=10, ge=1)
+    master_key: str | None = None  # base64; default: home/master.key, created on first start
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.home / 'underlay.db'}"
+
+    @classmethod
+    def load(cls, **overrides: Any) -> Config:
+        """Defaults ← config.yaml ← environment ← ``overrides``; clear error on bad values."""
+        home = Path(overrides.get("home") or default_home())
+        values: dict[str, Any] = {}
+        path = home / "config.yaml"
+        if path.exists():
+            loaded = yaml.safe_load(path.read_text()) or {}
+            if not isinstance(loaded, dict):
+                raise InvalidInput(f"{path}: expected a mapping of settings")
+            values.update(loaded)
+        for name in cls.model_fields:
+            env = os.environ.get(f"UNDERLAY_{name.upper()}")
+            if env is not None:
+                values[name] = env
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        values["home"] = home
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(str(p) for p in first["loc"])
+            raise InvalidInput(f"config: {field}: {first['msg']}", field=field) from exc

@@ -1,0 +1,132 @@
+"""The audit trail: append-only, hash-chained per org, secrets redacted before writing.
+
+Each event stores ``prev_hash`` and ``hash = sha256(canonical(event) + prev_hash)``; the
+org's head row holds the last ``seq`` and ``hash``. Appends hold the write lock (SQLite)
+or the head row's lock (PostgreSQL ``FOR UPDATE``), so the chain has no forks.
+``verify`` walks the chain and reports every altered, removed or reordered event and a
+truncated tail.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from underlay.storage import schema
+
+GENESIS = "0" * 64
+REDACTED = "[redacted]"
+_SECRET_NAME = re.compile(
+    r"(^|_)(password|passwd|secret|token|api_?key|private_?key|authorization|credentials?)$",
+    re.IGNORECASE,
+)
+TOKEN_PREFIX = "ul_"
+
+
+def redact(value: Any) -> Any:
+    """A copy of ``value`` with secret-named keys and token-shaped strings replaced."""
+    if isinstance(value, dict):
+        return {
+            k: (REDACTED if _SECRET_NAME.search(str(k)) else redact(v)) for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    if isinstance(value, str) and value.startswith(TOKEN_PREFIX) and len(value) > 20:
+        return REDACTED
+    return value
+
+
+def _canonical(event: dict[str, Any]) -> bytes:
+    return json.dumps(event, sort_keys=True, separators=(",", ":"), default=str).encode()
+
+
+def event_hash(event: dict[str, Any], prev_hash: str) -> str:
+    fields = {k: event[k] for k in _HASHED}
+    return hashlib.sha256(_canonical(fields) + prev_hash.encode()).hexdigest()
+
+
+_HASHED = (
+    "org_id",
+    "seq",
+    "ts",
+    "actor_kind",
+    "actor_id",
+    "syscall",
+    "outcome",
+    "error_code",
+    "detail",
+    "trace_id",
+)
+
+
+async def append(conn: AsyncConnection, *, is_sqlite: bool, **event: Any) -> dict[str, Any]:
+    """Append one event to its org's chain inside the caller's write transaction."""
+    event["detail"] = redact(event.get("detail") or {})
+    org_id = event["org_id"]
+    head_q = select(schema.audit_heads).where(schema.audit_heads.c.org_id == org_id)
+    if not is_sqlite:
+        head_q = head_q.with_for_update()
+    head = (await conn.execute(head_q)).first()
+    if head is None and not is_sqlite:
+        # The org's first event: concurrent first appends must not both start the chain.
+        # Create the head (seq 0) if absent, then lock it like any later append does.
+        try:
+            async with conn.begin_nested():
+                await conn.execute(
+                    schema.audit_heads.insert().values(org_id=org_id, seq=0, hash=GENESIS)
+                )
+        except IntegrityError:
+            pass  # a concurrent first append created it
+        head = (await conn.execute(head_q)).first()
+    if head is None:
+        seq, prev = 1, GENESIS
+    else:
+        seq, prev = head.seq + 1, head.hash
+    event["seq"] = seq
+    digest = event_hash(event, prev)
+    await conn.execute(schema.audit_events.insert().values(**event, prev_hash=prev, hash=digest))
+    if head is None:
+        await conn.execute(schema.audit_heads.insert().values(org_id=org_id, seq=seq, hash=digest))
+    else:
+        await conn.execute(
+            schema.audit_heads.update()
+            .where(schema.audit_heads.c.org_id == org_id)
+            .values(seq=seq, hash=digest)
+        )
+    return {**event, "prev_hash": prev, "hash": digest}
+
+
+async def verify(conn: AsyncConnection, org_id: str) -> dict[str, Any]:
+    """Walk one org's chain; return ``{"ok", "events", "problems": [...]}``."""
+    t = schema.audit_events
+    rows = (await conn.execute(select(t).where(t.c.org_id == org_id).order_by(t.c.seq))).all()
+    head = (
+        await conn.execute(select(schema.audit_heads).where(schema.audit_heads.c.org_id == org_id))
+    ).first()
+    problems: list[dict[str, Any]] = []
+    prev, expected_seq = GENESIS, 1
+    for row in rows:
+        event = dict(row._mapping)
+        if event["seq"] != expected_seq:
+            problems.append(
+                {
+                    "seq": expected_seq,
+                    "problem": f"missing events {expected_seq}..{event['seq'] - 1}",
+                }
+            )
+        if event["prev_hash"] != prev:
+            problems.append({"seq": event["seq"], "problem": "link broken (removed or reordered)"})
+        if event_hash(event, event["prev_hash"]) != event["hash"]:
+            problems.append({"seq": event["seq"], "problem": "content altered"})
+        prev, expected_seq = event["hash"], event["seq"] + 1
+    if head is not None and (head.seq != expected_seq - 1 or head.hash != prev):
+        problems.append({"seq": head.seq, "problem": "chain truncated (events removed at the end)"})
+    if head is None and rows:
+        problems.append({"seq": 0, "problem": "chain head missing"})
+    return {"ok": not problems, "events": len(rows), "problems": problems}

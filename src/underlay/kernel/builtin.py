@@ -1,0 +1,12 @@
+"""The syscall table of a standard installation: every subsystem's group."""
+
+from __future__ import annotations
+
+from underlay.billing.syscalls import group as billing
+from underlay.identity.syscalls import group as identity
+from underlay.kernel.syscall import SyscallTable
+from underlay.kernel.syscalls import group as kernel
+
+
+def builtin_table() -> SyscallTable:
+    return SyscallTable([kernel, identity, billing])

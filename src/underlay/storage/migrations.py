@@ -1,0 +1,76 @@
+"""Versioned, forward-only migrations.
+
+Each migration is applied once, in order, inside one write transaction that also
+records it in ``schema_migrations``; concurrent starters serialize (SQLite's write lock,
+a PostgreSQL advisory lock), so two processes starting at once migrate exactly once.
+A later layer adds a migration to ``MIGRATIONS``; it never edits an applied one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, select, text
+
+from underlay.storage import schema
+from underlay.storage.engine import Database
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    apply: Callable[[Connection], None]
+
+
+def _create(*tables: str) -> Callable[[Connection], None]:
+    def apply(conn: Connection) -> None:
+        schema.metadata.create_all(conn, tables=[schema.metadata.tables[t] for t in tables])
+
+    return apply
+
+
+MIGRATIONS: list[Migration] = [
+    Migration(
+        1,
+        "kernel, identity, billing, audit",
+        _create(
+            "orgs",
+            "humans",
+            "agents",
+            "tokens",
+            "accounts",
+            "transfers",
+            "audit_heads",
+            "audit_events",
+            "idempotency",
+        ),
+    ),
+]
+
+_PG_LOCK_KEY = 0x756E646C  # "undl"
+
+
+async def migrate(db: Database) -> list[int]:
+    """Apply every pending migration; return the versions applied now."""
+    async with db.write() as conn:
+        if not db.is_sqlite:
+            await conn.execute(text(f"SELECT pg_advisory_xact_lock({_PG_LOCK_KEY})"))
+        await conn.run_sync(
+            lambda c: schema.metadata.create_all(c, tables=[schema.schema_migrations])
+        )
+        done = set((await conn.execute(select(schema.schema_migrations.c.version))).scalars())
+        applied = []
+        for m in MIGRATIONS:
+            if m.version in done:
+                continue
+            await conn.run_sync(m.apply)
+            await conn.execute(
+                schema.schema_migrations.insert().values(
+                    version=m.version, name=m.name, applied_at=time.time()
+                )
+            )
+            applied.append(m.version)
+        return applied

@@ -1,0 +1,170 @@
+"""Tables of the kernel, identity and billing, as SQLAlchemy Core metadata.
+
+Conventions: ids are text (``types.new_id``); times are float seconds since the epoch
+(portable and exact enough on both engines); money is a ``BigInteger`` count of
+nano-units (``types.UNITS_PER_WHOLE``); every row that belongs to a tenant carries
+``org_id`` and every query filters on it.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+ID = String(64)
+
+orgs = Table(
+    "orgs",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("currency", String(8), nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+humans = Table(
+    "humans",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("org_id", ID, ForeignKey("orgs.id"), nullable=False, index=True),
+    Column("name", String(200), nullable=False),
+    Column("is_operator", Boolean, nullable=False, default=False),
+    Column("created_at", Float, nullable=False),
+    UniqueConstraint("org_id", "name"),
+)
+
+agents = Table(
+    "agents",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("org_id", ID, ForeignKey("orgs.id"), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("capabilities", JSON, nullable=False),
+    Column("public_key", String(128), nullable=False),
+    Column("did", String(128), nullable=False),
+    Column("private_key_sealed", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("created_by", ID, nullable=False),
+    Column("metadata", JSON, nullable=False),
+    Column("created_at", Float, nullable=False),
+    UniqueConstraint("org_id", "name"),
+)
+
+tokens = Table(
+    "tokens",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("org_id", ID, ForeignKey("orgs.id"), nullable=False, index=True),
+    Column("kind", String(16), nullable=False),  # human | agent | enrollment
+    Column("subject_id", ID, nullable=True),
+    Column("name", String(200), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("scopes", JSON, nullable=False),
+    Column("limits", JSON, nullable=False),  # enrollment: max_agents, capabilities, budget
+    Column("uses", Integer, nullable=False, default=0),
+    Column("expires_at", Float, nullable=True),
+    Column("revoked_at", Float, nullable=True),
+    Column("created_at", Float, nullable=False),
+)
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("org_id", ID, ForeignKey("orgs.id"), nullable=False),
+    Column("owner_kind", String(16), nullable=False),  # org | agent | human | usage
+    Column("owner_id", ID, nullable=False),
+    Column("currency", String(8), nullable=False),
+    Column("allow_negative", Boolean, nullable=False),
+    Column("debits_pending", BigInteger, nullable=False, default=0),
+    Column("debits_posted", BigInteger, nullable=False, default=0),
+    Column("credits_pending", BigInteger, nullable=False, default=0),
+    Column("credits_posted", BigInteger, nullable=False, default=0),
+    Column("created_at", Float, nullable=False),
+    UniqueConstraint("org_id", "owner_kind", "owner_id", "currency"),
+)
+
+# Immutable rows. A pending transfer is resolved by exactly one later row (post or
+# void) naming its ``seq`` in ``pending_seq``; the unique index forbids a second one.
+transfers = Table(
+    "transfers",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("id", String(128), nullable=False),
+    Column("org_id", ID, ForeignKey("orgs.id"), nullable=False),
+    Column("kind", String(8), nullable=False),  # single | pending | post | void
+    Column("debit_account_id", ID, ForeignKey("accounts.id"), nullable=False),
+    Column("credit_account_id", ID, ForeignKey("accounts.id"), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("currency", String(8), nullable=False),
+    Column("pending_seq", Integer, nullable=True, unique=True),
+    Column("expires_at", Float, nullable=True),
+    Column("memo", String(500), nullable=False, default=""),
+    Column("created_at", Float, nullable=False),
+    UniqueConstraint("org_id", "id"),
+    Index("ix_transfers_expiring", "kind", "expires_at"),
+)
+
+audit_heads = Table(
+    "audit_heads",
+    metadata,
+    Column("org_id", ID, primary_key=True),
+    Column("seq", Integer, nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("org_id", ID, nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("ts", Float, nullable=False),
+    Column("actor_kind", String(16), nullable=False),
+    Column("actor_id", ID, nullable=False),
+    Column("syscall", String(100), nullable=False),
+    Column("outcome", String(16), nullable=False),  # ok | error | denied | replayed
+    Column("error_code", String(64), nullable=True),
+    Column("detail", JSON, nullable=False),  # redacted input, result ids, cost
+    Column("trace_id", String(32), nullable=True),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    UniqueConstraint("org_id", "seq"),
+)
+
+idempotency = Table(
+    "idempotency",
+    metadata,
+    Column("org_id", ID, primary_key=True),
+    Column("principal_id", ID, primary_key=True),
+    Column("key", String(200), primary_key=True),
+    Column("syscall", String(100), nullable=False),
+    Column("request_hash", String(64), nullable=False),
+    Column("state", String(16), nullable=False),  # running | done
+    Column("response", JSON, nullable=True),
+    Column("locked_until", Float, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+schema_migrations = Table(
+    "schema_migrations",
+    metadata,
+    Column("version", Integer, primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("applied_at", Float, nullable=False),
+)

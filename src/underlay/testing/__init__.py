@@ -1,0 +1,1 @@
+"""Test support shipped with underlay: fresh databases and kernels, fake clocks."""
