@@ -24,6 +24,21 @@ def default_home() -> Path:
     return Path(os.environ.get("UNDERLAY_HOME") or Path.home() / ".underlay")
 
 
+class ComputeConfig(BaseModel):
+    """Settings of the compute layer (``compute:`` in config.yaml)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    driver: str = "bwrap"
+    pool_size: int = Field(default=2, ge=0, le=256, description="warm default sandboxes")
+    max_sandboxes: int = Field(default=64, ge=1, description="live sandboxes on this host")
+    price_per_sandbox_second: str = "0.00001"
+    price_per_cpu_second: str = "0.00005"
+    meter_every_seconds: float = Field(default=10.0, gt=0)
+    uid_base: int = Field(default=200_000, ge=1000, description="first host uid of sandboxes")
+    require_limits: bool = True  # refuse to start sandboxes whose limits cannot be enforced
+
+
 class Config(BaseModel):
     """Every setting of one underlay installation, with its embedded default."""
 
@@ -42,6 +57,7 @@ class Config(BaseModel):
     sqlite_busy_timeout_ms: int = 30_000
     pool_size: int = Field(default=10, ge=1)
     master_key: str | None = None  # base64; default: home/master.key, created on first start
+    compute: ComputeConfig = Field(default_factory=ComputeConfig)
 
     @property
     def resolved_database_url(self) -> str:
@@ -60,7 +76,9 @@ class Config(BaseModel):
             if not isinstance(loaded, dict):
                 raise InvalidInput(f"{path}: expected a mapping of settings")
             values.update(loaded)
-        for name in cls.model_fields:
+        for name, info in cls.model_fields.items():
+            if info.annotation is ComputeConfig:
+                continue
             env = os.environ.get(f"UNDERLAY_{name.upper()}")
             if env is not None:
                 values[name] = env

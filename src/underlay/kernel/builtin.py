@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from underlay.billing.syscalls import group as billing
+from underlay.compute.syscalls import group as compute
 from underlay.identity.syscalls import group as identity
 from underlay.kernel.syscall import SyscallTable
 from underlay.kernel.syscalls import group as kernel
 
 
 def builtin_table() -> SyscallTable:
-    return SyscallTable([kernel, identity, billing])
+    return SyscallTable([kernel, identity, billing, compute])

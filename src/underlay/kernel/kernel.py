@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 from sqlalchemy import select
@@ -31,6 +31,9 @@ from underlay.kernel.syscall import SyscallTable
 from underlay.storage import schema
 from underlay.storage.engine import Database
 from underlay.storage.migrations import migrate
+
+if TYPE_CHECKING:
+    from underlay.compute.manager import ComputeManager
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,8 @@ class Kernel:
         self.policies = PolicyRunner(self.clock.now, self.clock.sleep)
         self._chain = compose(self)
         self.bootstrap_info: Bootstrap | None = None
+        self._compute: ComputeManager | None = None
+        self._compute_lock = asyncio.Lock()
 
     @classmethod
     async def open(
@@ -156,7 +161,26 @@ class Kernel:
             await self.ledger.expire_holds()
             await asyncio.sleep(every_seconds)
 
+    async def compute(self) -> ComputeManager:
+        """The compute layer of this host, started on first use (driver, pool, loops)."""
+        if self._compute is None:
+            async with self._compute_lock:
+                if self._compute is None:
+                    from underlay.compute.drivers.registry import load_driver
+                    from underlay.compute.manager import ComputeManager
+
+                    cfg = self.config.compute
+                    driver = await asyncio.to_thread(load_driver, cfg.driver, self.config.home)
+                    manager = ComputeManager(self, driver, cfg)
+                    await manager.start()
+                    self._compute = manager
+        return self._compute
+
     async def close(self) -> None:
+        if self._compute is not None:
+            await self._compute.close()
+            await self._compute.driver.close()
+            self._compute = None
         await self.db.dispose()
 
 

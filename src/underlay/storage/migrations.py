@@ -48,6 +48,7 @@ MIGRATIONS: list[Migration] = [
             "idempotency",
         ),
     ),
+    Migration(2, "compute: sandboxes and snapshots", _create("sandboxes", "sandbox_snapshots")),
 ]
 
 _PG_LOCK_KEY = 0x756E646C  # "undl"

@@ -168,3 +168,39 @@ schema_migrations = Table(
     Column("name", String(200), nullable=False),
     Column("applied_at", Float, nullable=False),
 )
+
+
+sandboxes = Table(
+    "sandboxes",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("org_id", ID, nullable=False),
+    Column("owner_kind", String(16), nullable=False),
+    Column("owner_id", ID, nullable=False),
+    Column("template", String(64), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("persistent", Boolean, nullable=False),
+    Column("limits", JSON, nullable=False),
+    Column("metadata", JSON, nullable=False),
+    Column("env_sealed", Text, nullable=False),  # sealed JSON: env values are secrets
+    Column("env_names", JSON, nullable=False),
+    Column("host_uid", Integer, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float),
+    Column("destroyed_at", Float),
+    Column("billed_seconds", Float, nullable=False, default=0.0),
+    Column("billed_cpu_seconds", Float, nullable=False, default=0.0),
+    Column("meter_seq", Integer, nullable=False, default=0),
+    Index("ix_sandboxes_org_state", "org_id", "state"),
+)
+
+sandbox_snapshots = Table(
+    "sandbox_snapshots",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("org_id", ID, nullable=False, index=True),
+    Column("sandbox_id", ID, nullable=False),
+    Column("template", String(64), nullable=False),
+    Column("size_bytes", BigInteger, nullable=False),
+    Column("created_at", Float, nullable=False),
+)

@@ -1,0 +1,1 @@
+"""Sandbox drivers, one per file, chosen by name in ``compute.driver``."""

@@ -1,0 +1,234 @@
+"""The default sandbox driver: bubblewrap namespaces, seccomp, cgroups, a static init.
+
+Each sandbox is one ``bwrap`` process with new user, PID, mount, network, IPC and UTS
+namespaces (and cgroup namespace where the kernel has it), all capabilities dropped,
+a cleared environment, nested user namespaces disabled, a new session (no terminal
+injection), and death with its parent. Its root is read-only (the template), with a
+size-capped writable ``/workspace`` and ``/tmp``; ``/proc`` shows only its own
+processes and ``/dev`` only the harmless nodes. A seccomp filter (``compute.seccomp``)
+denies the kernel interfaces sandboxed code has no business using.
+
+Inside runs ``ulinit``, a small static supervisor that starts commands on request over
+a pipe (``compute.supervisor``). When the host runs as root, every sandbox also gets
+its own unprivileged host uid (so an escape lands nowhere) and a cgroup with memory,
+pids and CPU limits, joined before ``bwrap`` starts; bwrap's own file descriptors bind
+the workspace, ``/etc`` and ``ulinit``, so the uid needs no access to the host's paths.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from underlay import errors
+from underlay.compute import cgroups, seccomp
+from underlay.compute.files import WorkspaceFiles
+from underlay.compute.initbin import ulinit_path
+from underlay.compute.interface import Instance, InstanceSpec, SandboxDriver, Usage
+from underlay.compute.models import WORKSPACE
+from underlay.compute.supervisor import Supervisor
+from underlay.compute.templates import SANDBOX_USER, Template, TemplateStore
+from underlay.compute.workspace import Workspace, can_mount
+
+READY_TIMEOUT_S = 10.0
+
+
+@dataclass
+class _Handle:
+    process: asyncio.subprocess.Process
+    cgroup: cgroups.Cgroup | None
+    workspace: Workspace
+
+
+class BwrapDriver(SandboxDriver):
+    name = "bwrap"
+
+    def __init__(self, home: Path, *, bwrap: str = "bwrap") -> None:
+        self.dir = home / "compute"
+        self.bwrap = bwrap
+        self.store = TemplateStore(home)
+        self.cgroup_cls = cgroups.detect()
+        self.root = can_mount()
+        self.init = ulinit_path(self.dir / "bin")
+        self.filter = seccomp.build_filter()
+
+    def templates(self) -> list[str]:
+        return self.store.names()
+
+    def _workspace(self, spec: InstanceSpec) -> Workspace:
+        kind = ("ext4" if spec.persistent else "tmpfs") if self.root else "dir"
+        return Workspace(self.dir / "sandboxes" / spec.id, kind)
+
+    async def start(self, spec: InstanceSpec) -> Instance:
+        template = self.store.get(spec.template)
+        ws = self._workspace(spec)
+        if ws.kind == "ext4":
+            await asyncio.to_thread(ws.prepare, spec.limits.disk_mb, spec.uid, spec.gid)
+        else:
+            ws.prepare(spec.limits.disk_mb, spec.uid, spec.gid)
+        cg = self.cgroup_cls(spec.id) if self.cgroup_cls else None
+        try:
+            if cg:
+                cg.create(spec.limits)
+            process = await self._spawn(spec, template, ws, cg)
+        except BaseException:
+            if cg:
+                cg.remove()
+            ws.release()
+            raise
+        handle = _Handle(process, cg, ws)
+        assert process.stdout is not None and process.stdin is not None
+        sup = Supervisor(process.stdout, process.stdin)
+        inst = Instance(
+            spec=spec,
+            supervisor=sup,
+            files=WorkspaceFiles(ws.path, spec.uid, spec.gid),
+            workspace_dir=ws.path,
+            started_at=time.time(),
+            enforced=cg is not None,
+            handle=handle,
+        )
+        try:
+            await sup.wait_ready(READY_TIMEOUT_S)
+        except BaseException as exc:
+            log = (ws.root / "bwrap.log").read_text(errors="replace").strip()[-500:]
+            await self.stop(inst)
+            if isinstance(exc, errors.UnderlayError | Exception):
+                raise errors.Unavailable(f"the sandbox did not start: {log or exc}") from exc
+            raise
+        return inst
+
+    async def _spawn(
+        self, spec: InstanceSpec, template: Template, ws: Workspace, cg: cgroups.Cgroup | None
+    ) -> asyncio.subprocess.Process:
+        with self._fds(template, ws) as fds:
+            argv = self._argv(spec, template, fds)
+            with open(ws.root / "bwrap.log", "wb") as log:
+                return await asyncio.create_subprocess_exec(
+                    *argv,
+                    stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=log,
+                    env={},
+                    pass_fds=list(fds.values()),
+                    preexec_fn=_launcher(
+                        cg.join_paths() if cg else [],
+                        (spec.uid, spec.gid) if self.root else None,
+                    ),
+                )
+
+    @contextlib.contextmanager
+    def _fds(self, template: Template, ws: Workspace) -> Iterator[dict[str, int]]:
+        fds: dict[str, int] = {}
+        try:
+            fds["ws"] = os.open(ws.path, os.O_PATH | os.O_DIRECTORY)
+            fds["init"] = os.open(self.init, os.O_PATH)
+            fds["seccomp"] = seccomp.seccomp_fd(self.filter)
+            if template.rootfs is not None:
+                fds["root"] = os.open(template.rootfs, os.O_PATH | os.O_DIRECTORY)
+            if template.etc is not None:
+                fds["etc"] = os.open(template.etc, os.O_PATH | os.O_DIRECTORY)
+            yield fds
+        finally:
+            for fd in fds.values():
+                os.close(fd)
+
+    def _argv(self, spec: InstanceSpec, template: Template, fds: dict[str, int]) -> list[str]:
+        uid, gid = SANDBOX_USER[1], SANDBOX_USER[2]
+        tmp_bytes = str(min(spec.limits.disk_mb, spec.limits.memory_mb) << 20)
+        argv = [
+            self.bwrap,
+            "--unshare-user", "--unshare-pid", "--unshare-net", "--unshare-ipc",
+            "--unshare-uts", "--unshare-cgroup-try", "--disable-userns",
+            "--die-with-parent", "--new-session", "--cap-drop", "ALL", "--clearenv",
+            "--uid", str(uid), "--gid", str(gid), "--hostname", "sandbox",
+        ]  # fmt: skip
+        if template.rootfs is None:
+            argv += ["--ro-bind", "/usr", "/usr"]
+            for link in ("bin", "sbin", "lib", "lib64", "lib32", "libx32"):
+                if os.path.islink(f"/{link}"):
+                    argv += ["--symlink", os.readlink(f"/{link}"), f"/{link}"]
+            argv += ["--ro-bind-fd", str(fds["etc"]), "/etc"]
+        else:
+            argv += ["--ro-bind-fd", str(fds["root"]), "/"]
+        argv += [
+            "--proc", "/proc", "--dev", "/dev",
+            "--size", tmp_bytes, "--tmpfs", "/tmp",
+            "--dir", "/run", "--dir", "/.ul",
+            "--bind-fd", str(fds["ws"]), WORKSPACE,
+            "--ro-bind-fd", str(fds["init"]), "/.ul/init",
+            "--remount-ro", "/",
+            "--seccomp", str(fds["seccomp"]),
+            "--chdir", WORKSPACE,
+            "--", "/.ul/init",
+        ]  # fmt: skip
+        return argv
+
+    async def stop(self, inst: Instance) -> None:
+        h: _Handle = inst.handle
+        await inst.supervisor.close()
+        if h.cgroup:
+            await asyncio.to_thread(h.cgroup.kill_all)
+        if h.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                h.process.kill()
+        await h.process.wait()
+        h.workspace.release()
+        if h.cgroup:
+            await asyncio.to_thread(h.cgroup.remove)
+
+    async def destroy(self, inst: Instance) -> None:
+        await self.stop(inst)
+        inst.handle.workspace.purge()
+
+    async def purge(self, spec: InstanceSpec) -> None:
+        self._workspace(spec).purge()
+
+    async def pause(self, inst: Instance) -> None:
+        h: _Handle = inst.handle
+        if not h.cgroup:
+            raise errors.Unavailable("pausing needs cgroups (run underlay as root)")
+        await asyncio.to_thread(h.cgroup.freeze)
+
+    async def resume(self, inst: Instance) -> None:
+        h: _Handle = inst.handle
+        if h.cgroup:
+            await asyncio.to_thread(h.cgroup.thaw)
+
+    def usage(self, inst: Instance) -> Usage:
+        h: _Handle = inst.handle
+        used = h.workspace.used_bytes()
+        if not h.cgroup:
+            return Usage(disk_used_bytes=used)
+        mem, peak = h.cgroup.memory()
+        return Usage(
+            cpu_seconds=h.cgroup.cpu_seconds(),
+            memory_bytes=mem,
+            memory_peak_bytes=peak,
+            disk_used_bytes=used,
+            pids=h.cgroup.pid_count(),
+        )
+
+
+def _launcher(cgroup_procs: list[str], ids: tuple[int, int] | None) -> Callable[[], None]:
+    """Runs in the forked child before exec: join the cgroups, then drop to the uid."""
+
+    def prepare() -> None:
+        pid = str(os.getpid()).encode()
+        for path in cgroup_procs:
+            fd = os.open(path, os.O_WRONLY)
+            try:
+                os.write(fd, pid)
+            finally:
+                os.close(fd)
+        if ids is not None:
+            os.setgroups([])
+            os.setgid(ids[1])
+            os.setuid(ids[0])
+
+    return prepare

@@ -1,0 +1,311 @@
+"""The live sandboxes of one host: records, instances, timeouts, metering, warm pool.
+
+``ComputeManager`` is the state behind the ``sandbox.*`` syscalls. A sandbox's record
+(a ``sandboxes`` row) is written before its instance is handed out and marked
+``destroyed`` before its files are deleted, so a crash never leaves a running sandbox
+without a record. On start the manager reconciles: ephemeral sandboxes of a previous
+run are destroyed (their processes died with it); persistent ones are ``stopped`` and
+start again, files intact, on their next use.
+
+Usage is metered into the ledger from the owner's account to the org's usage account:
+sandbox-seconds and CPU-seconds, every ``meter_every_seconds`` and at the end. A
+sandbox whose owner runs out of budget is stopped (ephemeral: destroyed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select, update
+
+from underlay import errors
+from underlay.compute.commands import CommandRun
+from underlay.compute.interface import Instance, InstanceSpec, SandboxDriver
+from underlay.compute.models import CreateSandbox, Limits, Sandbox
+from underlay.compute.pool import WarmPool
+from underlay.config import ComputeConfig
+from underlay.storage import schema
+from underlay.types import Money, new_id
+
+if TYPE_CHECKING:
+    from underlay.kernel.context import Principal
+    from underlay.kernel.kernel import Kernel
+
+log = logging.getLogger("underlay.compute")
+S = schema.sandboxes
+LIVE_STATES = ("running", "paused")
+
+
+class ComputeManager:
+    def __init__(self, kernel: Kernel, driver: SandboxDriver, config: ComputeConfig) -> None:
+        self.kernel = kernel
+        self.driver = driver
+        self.config = config
+        self.instances: dict[str, Instance] = {}
+        self.commands: dict[str, dict[str, CommandRun]] = {}
+        self._uids: set[int] = set()
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self.pool = WarmPool(self, config.pool_size)
+
+    # -- lifecycle of the manager -------------------------------------------------
+
+    async def start(self) -> None:
+        """Reconcile records left by a previous run, then start the background loops."""
+        async with self.kernel.db.write() as conn:
+            rows = (await conn.execute(select(S).where(S.c.state.in_(LIVE_STATES)))).all()
+            for r in rows:
+                if r.persistent:
+                    await conn.execute(update(S).where(S.c.id == r.id).values(state="stopped"))
+                else:
+                    await conn.execute(
+                        update(S)
+                        .where(S.c.id == r.id)
+                        .values(state="destroyed", destroyed_at=self.kernel.clock.now())
+                    )
+        for r in rows:
+            if not r.persistent:
+                await self.driver.purge(self._spec_of(r))
+        async with self.kernel.db.read() as conn:
+            self._uids = set((await conn.execute(
+                select(S.c.host_uid).where(S.c.state != "destroyed")
+            )).scalars())  # fmt: skip
+        self._tasks = [
+            asyncio.create_task(self._expire_loop()),
+            asyncio.create_task(self._meter_loop()),
+        ]
+        self.pool.start()
+
+    async def close(self) -> None:
+        """Stop every instance: ephemeral ones are destroyed, persistent ones stopped."""
+        for t in self._tasks:
+            t.cancel()
+        await self.pool.close()
+        for sid in list(self.instances):
+            row = await self._row_any(sid)
+            await self._meter(row, final=True)
+            await self._end(row, destroy=not row.persistent)
+
+    # -- records -------------------------------------------------------------------
+
+    def allocate_uid(self) -> int:
+        uid = self.config.uid_base
+        while uid in self._uids:
+            uid += 1
+        self._uids.add(uid)
+        return uid
+
+    def spec(self, sid: str, inp: CreateSandbox, uid: int) -> InstanceSpec:
+        return InstanceSpec(sid, inp.template, inp.limits, inp.persistent, uid, uid)
+
+    def _spec_of(self, row: Any) -> InstanceSpec:
+        limits = Limits(**row.limits)
+        return InstanceSpec(row.id, row.template, limits, row.persistent, row.host_uid, row.host_uid)
+
+    async def create(self, principal: Principal, inp: CreateSandbox) -> Sandbox:
+        if inp.timeout is None and not inp.persistent:
+            raise errors.InvalidInput("only a persistent sandbox may have no timeout", field="timeout")
+        if inp.template not in self.driver.templates():
+            known = ", ".join(self.driver.templates())
+            raise errors.NotFound(f"no template {inp.template!r} (known: {known})", field="template")
+        if len(self.instances) >= self.config.max_sandboxes:
+            raise errors.LimitExceeded(
+                f"this host runs at most {self.config.max_sandboxes} sandboxes", field="sandbox"
+            )
+        inst = self.pool.take(inp)
+        if inst is None:
+            sid = new_id("sbx")
+            inst = await self.driver.start(self.spec(sid, inp, self.allocate_uid()))
+        if not inst.enforced and self.config.require_limits:
+            await self.driver.destroy(inst)
+            raise errors.Unavailable(
+                "this host cannot enforce sandbox limits (cgroups need root); set "
+                "compute.require_limits: false to run without them"
+            )
+        now = self.kernel.clock.now()
+        env = {k: v.get_secret_value() for k, v in inp.env.items()}
+        row = dict(
+            id=inst.id,
+            org_id=principal.org_id,
+            owner_kind=principal.kind,
+            owner_id=principal.id,
+            template=inp.template,
+            state="running",
+            persistent=inp.persistent,
+            limits=inp.limits.model_dump(),
+            metadata=inp.metadata,
+            env_sealed=self.kernel.sealer.seal(json.dumps(env).encode()),
+            env_names=sorted(env),
+            host_uid=inst.spec.uid,
+            created_at=now,
+            expires_at=now + inp.timeout if inp.timeout else None,
+            billed_seconds=0.0,
+            billed_cpu_seconds=0.0,
+            meter_seq=0,
+        )
+        try:
+            async with self.kernel.db.write() as conn:
+                await conn.execute(S.insert().values(**row))
+        except BaseException:
+            await self.driver.destroy(inst)
+            raise
+        self.instances[inst.id] = inst
+        self.pool.refill()
+        return sandbox_model(row)
+
+    async def row(self, principal: Principal, sid: str, *, live: bool = True) -> Any:
+        """The record of ``sid`` if ``principal`` may use it (own, or ``sandbox.any``)."""
+        async with self.kernel.db.read() as conn:
+            r = (
+                await conn.execute(select(S).where(S.c.id == sid, S.c.org_id == principal.org_id))
+            ).first()
+        if r is None or (live and r.state == "destroyed"):
+            raise errors.NotFound(f"no sandbox {sid!r}", field="sandbox")
+        mine = r.owner_kind == principal.kind and r.owner_id == principal.id
+        if not mine and principal.kind != "human" and not principal.allows("sandbox.any"):
+            raise errors.PermissionDenied(f"sandbox {sid} belongs to another principal")
+        return r
+
+    async def _row_any(self, sid: str) -> Any:
+        async with self.kernel.db.read() as conn:
+            return (await conn.execute(select(S).where(S.c.id == sid))).one()
+
+    async def _set(self, sid: str, **values: Any) -> None:
+        async with self.kernel.db.write() as conn:
+            await conn.execute(update(S).where(S.c.id == sid).values(**values))
+
+    def lock(self, sid: str) -> asyncio.Lock:
+        return self._locks.setdefault(sid, asyncio.Lock())
+
+    async def instance(self, row: Any) -> Instance:
+        """The running instance of a sandbox, starting a stopped persistent one again."""
+        if row.state == "paused":
+            raise errors.Conflict(f"sandbox {row.id} is paused; resume it first", field="sandbox")
+        async with self.lock(row.id):
+            inst = self.instances.get(row.id)
+            if inst is not None:
+                return inst
+            if row.state != "stopped":
+                raise errors.Conflict(f"sandbox {row.id} is not running", field="sandbox")
+            inst = await self.driver.start(self._spec_of(row))
+            self.instances[row.id] = inst
+            await self._set(row.id, state="running")
+            return inst
+
+    def env_of(self, row: Any) -> dict[str, str]:
+        env: dict[str, str] = json.loads(self.kernel.sealer.open(row.env_sealed))
+        return env
+
+    # -- ending ------------------------------------------------------------------------
+
+    async def end(self, row: Any, *, destroy: bool) -> None:
+        await self._meter(row, final=True)
+        await self._end(row, destroy=destroy)
+
+    async def _end(self, row: Any, *, destroy: bool) -> None:
+        async with self.lock(row.id):
+            if destroy:
+                await self._set(row.id, state="destroyed", destroyed_at=self.kernel.clock.now())
+            elif row.state != "destroyed":
+                await self._set(row.id, state="stopped")
+            for run in self.commands.pop(row.id, {}).values():
+                await run.cancel()
+            inst = self.instances.pop(row.id, None)
+            if inst is not None:
+                await (self.driver.destroy(inst) if destroy else self.driver.stop(inst))
+            elif destroy:
+                await self.driver.purge(self._spec_of(row))
+            if destroy:
+                self._uids.discard(row.host_uid)
+        self._locks.pop(row.id, None)
+
+    async def _expire_loop(self) -> None:
+        while True:
+            await asyncio.sleep(0.25)
+            now = self.kernel.clock.now()
+            async with self.kernel.db.read() as conn:
+                due = (await conn.execute(
+                    select(S).where(S.c.state.in_(LIVE_STATES), S.c.expires_at <= now)
+                )).all()  # fmt: skip
+            for r in due:
+                with contextlib.suppress(Exception):
+                    await self.end(r, destroy=not r.persistent)
+
+    # -- metering ----------------------------------------------------------------------
+
+    def _prices(self) -> tuple[Decimal, Decimal]:
+        return Decimal(self.config.price_per_sandbox_second), Decimal(
+            self.config.price_per_cpu_second
+        )
+
+    async def _meter(self, row: Any, *, final: bool = False) -> None:
+        inst = self.instances.get(row.id)
+        if inst is None:
+            return
+        now = self.kernel.clock.now()
+        seconds = max(0.0, now - row.created_at)
+        cpu = self.driver.usage(inst).cpu_seconds
+        per_s, per_cpu = self._prices()
+        d_sec, d_cpu = seconds - row.billed_seconds, max(0.0, cpu - row.billed_cpu_seconds)
+        currency = await self._currency(row.org_id)
+        amount = (Decimal(str(d_sec)) * per_s + Decimal(str(d_cpu)) * per_cpu).quantize(
+            Decimal("0.000000001")
+        )
+        if amount <= 0:
+            return
+        payer = ("agent", row.owner_id) if row.owner_kind == "agent" else ("org", row.org_id)
+        seq = row.meter_seq + 1
+        try:
+            await self.kernel.ledger.transfer(
+                row.org_id,
+                f"meter:{row.id}:{seq}",
+                payer,
+                ("usage", row.org_id),
+                Money(amount, currency),
+                memo=f"sandbox {row.id}: {d_sec:.1f} s, {d_cpu:.2f} cpu-s",
+            )
+        except errors.BudgetExceeded:
+            if not final:
+                log.warning("sandbox %s: owner out of budget; stopping it", row.id)
+                await self._end(row, destroy=not row.persistent)
+            return
+        await self._set(row.id, billed_seconds=seconds, billed_cpu_seconds=cpu, meter_seq=seq)
+
+    async def _currency(self, org_id: str) -> str:
+        from underlay.identity import service as identity
+
+        async with self.kernel.db.read() as conn:
+            return await identity.org_currency(conn, org_id)
+
+    async def _meter_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.meter_every_seconds)
+            for sid in list(self.instances):
+                try:
+                    await self._meter(await self._row_any(sid))
+                except Exception:  # one sandbox's failure must not stop the others' metering
+                    log.exception("metering sandbox %s failed", sid)
+
+
+def sandbox_model(row: Any) -> Sandbox:
+    get = row.get if isinstance(row, dict) else lambda k: getattr(row, k)
+    return Sandbox(
+        id=get("id"),
+        template=get("template"),
+        state=get("state"),
+        persistent=get("persistent"),
+        created_at=get("created_at"),
+        expires_at=get("expires_at"),
+        limits=Limits(**get("limits")),
+        metadata=get("metadata"),
+        env_names=get("env_names"),
+        owner=f"{get('owner_kind')}:{get('owner_id')}",
+    )
+
+
+model = _model

@@ -1,0 +1,92 @@
+"""The warm pool: started sandboxes of the default shape, waiting to be handed out.
+
+A create whose shape matches the pool's (template ``default``, default limits, not
+persistent) takes a warm instance, so creating is mostly a hand-out; the pool then
+refills in the background, one start at a time. Environment variables are not part of
+the shape: they are given to each command, never baked into the sandbox.
+
+Guarantees: a warm instance is handed out at most once and was never used; a failure
+to refill is logged and retried later, never surfaced to a caller; ``close`` destroys
+every instance still waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING
+
+from underlay.compute.interface import Instance
+from underlay.compute.models import CreateSandbox, Limits
+from underlay.compute.templates import DEFAULT
+from underlay.types import new_id
+
+if TYPE_CHECKING:
+    from underlay.compute.manager import ComputeManager
+
+log = logging.getLogger("underlay.compute.pool")
+_SHAPE = CreateSandbox()
+
+
+class WarmPool:
+    def __init__(self, manager: ComputeManager, size: int) -> None:
+        self.manager = manager
+        self.size = size
+        self.ready: list[Instance] = []
+        self._filler: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self.handed_out = 0
+
+    @staticmethod
+    def fits(inp: CreateSandbox) -> bool:
+        return inp.template == DEFAULT and not inp.persistent and inp.limits == Limits()
+
+    def take(self, inp: CreateSandbox) -> Instance | None:
+        """A warm instance for ``inp``, or None (then the caller starts one cold)."""
+        if not self.fits(inp) or not self.ready:
+            return None
+        self.handed_out += 1
+        inst = self.ready.pop(0)
+        self.refill()
+        return inst
+
+    def start(self) -> None:
+        if self.size > 0:
+            self._filler = asyncio.create_task(self._fill_forever())
+
+    def refill(self) -> None:
+        self._wake.set()
+
+    async def _fill_forever(self) -> None:
+        while True:
+            while len(self.ready) < self.size:
+                m = self.manager
+                if len(m.instances) + len(self.ready) >= m.config.max_sandboxes:
+                    break
+                try:
+                    spec = m.spec(new_id("sbx"), _SHAPE, m.allocate_uid())
+                    self.ready.append(await m.driver.start(spec))
+                except Exception:
+                    log.exception("warm pool: starting a sandbox failed; retrying later")
+                    await asyncio.sleep(5)
+                    break
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), 30)
+
+    async def wait_full(self, timeout: float = 30) -> None:
+        """Until the pool holds ``size`` instances (tests and benchmarks use this)."""
+        async with asyncio.timeout(timeout):
+            while len(self.ready) < self.size:
+                await asyncio.sleep(0.005)
+
+    async def close(self) -> None:
+        if self._filler:
+            self._filler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._filler
+        while self.ready:
+            inst = self.ready.pop()
+            self.manager._uids.discard(inst.spec.uid)
+            await self.manager.driver.destroy(inst)

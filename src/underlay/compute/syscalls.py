@@ -1,0 +1,272 @@
+"""The ``sandbox.*`` syscalls: E2B-shaped sandboxes through the kernel.
+
+Every call is authorized (``sandbox.create``, ``sandbox.commands.run`` ...), and every
+mutating one is audited, so each command run leaves an audit event (its argv[0] and a
+digest of the line; environment values are secrets and never recorded). An agent uses
+only its own sandboxes unless it holds ``sandbox.any``; admins see the whole org's.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import shlex
+import signal
+
+from sqlalchemy import select
+
+from underlay import errors
+from underlay.compute import files as fileops
+from underlay.compute.commands import CommandRun
+from underlay.compute.models import (
+    CommandRef,
+    CommandResult,
+    CreateSandbox,
+    FileContent,
+    FileList,
+    FilePath,
+    KillCommand,
+    ListFiles,
+    ListSandboxes,
+    Metrics,
+    ReadOutput,
+    RemoveFile,
+    RunCommand,
+    Sandbox,
+    SandboxPage,
+    SandboxRef,
+    SendStdin,
+    SetTimeout,
+    WriteFile,
+)
+from underlay.compute.manager import S, sandbox_model
+from underlay.kernel.context import CallContext
+from underlay.kernel.syscall import SyscallGroup
+from underlay.types import Empty, StrictModel
+
+group = SyscallGroup("compute")
+
+
+async def _row(ctx: CallContext, sid: str, *, live: bool = True):  # type: ignore[no-untyped-def]
+    return await (await ctx.kernel.compute()).row(ctx.principal, sid, live=live)
+
+
+@group.syscall("sandbox.create", mutating=True)
+async def create(ctx: CallContext, inp: CreateSandbox) -> Sandbox:
+    """Start a sandbox (from the warm pool when its shape allows) and return it."""
+    sbx = await (await ctx.kernel.compute()).create(ctx.principal, inp)
+    ctx.audit.update(sandbox=sbx.id)
+    return sbx
+
+
+@group.syscall("sandbox.get", capability="sandbox.read")
+async def get(ctx: CallContext, inp: SandboxRef) -> Sandbox:
+    """One sandbox by id (also a destroyed one)."""
+    return sandbox_model(await _row(ctx, inp.sandbox, live=False))
+
+
+@group.syscall("sandbox.list", capability="sandbox.read")
+async def list_(ctx: CallContext, inp: ListSandboxes) -> SandboxPage:
+    """The caller's sandboxes (an admin's: the org's), newest first, by cursor."""
+    p = ctx.principal
+    q = select(S).where(S.c.org_id == ctx.org_id).order_by(S.c.id.desc()).limit(inp.limit + 1)
+    if p.kind != "human" and not p.allows("sandbox.any"):
+        q = q.where(S.c.owner_kind == p.kind, S.c.owner_id == p.id)
+    if inp.state:
+        q = q.where(S.c.state == inp.state)
+    if inp.cursor:
+        q = q.where(S.c.id < inp.cursor)
+    async with ctx.db.read() as conn:
+        rows = (await conn.execute(q)).all()
+    items = [sandbox_model(r) for r in rows[: inp.limit]]
+    return SandboxPage(items=items, next_cursor=items[-1].id if len(rows) > inp.limit else None)
+
+
+@group.syscall("sandbox.destroy", mutating=True)
+async def destroy(ctx: CallContext, inp: SandboxRef) -> Sandbox:
+    """Kill every process of the sandbox and delete its files."""
+    m = await ctx.kernel.compute()
+    row = await m.row(ctx.principal, inp.sandbox)
+    await m.end(row, destroy=True)
+    return sandbox_model(await _row(ctx, inp.sandbox, live=False))
+
+
+@group.syscall("sandbox.pause", mutating=True)
+async def pause(ctx: CallContext, inp: SandboxRef) -> Sandbox:
+    """Freeze every process of the sandbox; its timeout keeps running."""
+    m = await ctx.kernel.compute()
+    row = await m.row(ctx.principal, inp.sandbox)
+    if row.state == "running":
+        await m.driver.pause(await m.instance(row))
+        await m._set(row.id, state="paused")
+    return sandbox_model(await _row(ctx, inp.sandbox))
+
+
+@group.syscall("sandbox.resume", mutating=True)
+async def resume(ctx: CallContext, inp: SandboxRef) -> Sandbox:
+    """Thaw a paused sandbox (or start a stopped persistent one again)."""
+    m = await ctx.kernel.compute()
+    row = await m.row(ctx.principal, inp.sandbox)
+    inst = m.instances.get(row.id)
+    if row.state == "paused" and inst is not None:
+        await m.driver.resume(inst)
+        await m._set(row.id, state="running")
+    elif row.state in ("paused", "stopped"):
+        await m._set(row.id, state="stopped")
+        await m.instance(await m.row(ctx.principal, inp.sandbox))
+    return sandbox_model(await _row(ctx, inp.sandbox))
+
+
+@group.syscall("sandbox.set_timeout", mutating=True)
+async def set_timeout(ctx: CallContext, inp: SetTimeout) -> Sandbox:
+    """Move the sandbox's end to ``timeout`` seconds from now (null: none, persistent only)."""
+    m = await ctx.kernel.compute()
+    row = await m.row(ctx.principal, inp.sandbox)
+    if inp.timeout is None and not row.persistent:
+        raise errors.InvalidInput("only a persistent sandbox may have no timeout", field="timeout")
+    await m._set(row.id, expires_at=ctx.now() + inp.timeout if inp.timeout else None)
+    return sandbox_model(await _row(ctx, inp.sandbox))
+
+
+@group.syscall("sandbox.metrics", capability="sandbox.read")
+async def metrics(ctx: CallContext, inp: SandboxRef) -> Metrics:
+    """CPU-seconds, memory (now and peak), disk used, processes, uptime."""
+    m = await ctx.kernel.compute()
+    row = await m.row(ctx.principal, inp.sandbox)
+    inst = m.instances.get(row.id)
+    if inst is None:
+        raise errors.Conflict(f"sandbox {row.id} is {row.state}", field="sandbox")
+    u = m.driver.usage(inst)
+    return Metrics(
+        sandbox=row.id,
+        cpu_seconds=u.cpu_seconds,
+        memory_bytes=u.memory_bytes,
+        memory_peak_bytes=u.memory_peak_bytes,
+        disk_used_bytes=u.disk_used_bytes,
+        uptime_seconds=ctx.now() - row.created_at,
+        pids=u.pids,
+    )
+
+
+class Templates(StrictModel):
+    names: list[str]
+
+
+@group.syscall("sandbox.templates", capability="sandbox.read")
+async def templates(ctx: CallContext, inp: Empty) -> Templates:
+    """The root file system templates sandboxes can start from."""
+    return Templates(names=(await ctx.kernel.compute()).driver.templates())
+
+
+# -- commands --------------------------------------------------------------------------
+
+
+@group.syscall("sandbox.commands.run", mutating=True)
+async def run(ctx: CallContext, inp: RunCommand) -> CommandResult:
+    """Run a command; wait for it, or (``background``) return at once with its id."""
+    m = await ctx.kernel.compute()
+    row = await m.row(ctx.principal, inp.sandbox)
+    inst = await m.instance(row)
+    argv = ["/bin/sh", "-c", inp.cmd] if isinstance(inp.cmd, str) else inp.cmd
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/workspace", "USER": "user"}
+    env |= m.env_of(row) | {k: v.get_secret_value() for k, v in inp.env.items()}
+    line = inp.cmd if isinstance(inp.cmd, str) else shlex.join(inp.cmd)
+    ctx.audit.update(
+        sandbox=row.id,
+        program=(inp.cmd.split() or [""])[0] if isinstance(inp.cmd, str) else inp.cmd[0],
+        line_sha256=hashlib.sha256(line.encode()).hexdigest(),
+    )
+    proc = await inst.supervisor.start(argv, env=env, cwd=inp.cwd, stdin=inp.stdin is not None)
+    cmd = CommandRun(row.id, proc, timeout=inp.timeout, max_output=inp.max_output_bytes)
+    m.commands.setdefault(row.id, {})[cmd.id] = cmd
+    if inp.stdin is not None:
+        await proc.write_stdin(inp.stdin.encode())
+        await proc.close_stdin()
+    ctx.audit.update(command=cmd.id)
+    if inp.background:
+        return cmd.result()
+    result = await cmd.wait()
+    m.commands[row.id].pop(cmd.id, None)
+    ctx.audit.update(exit_code=result.exit_code, timed_out=result.timed_out)
+    return result
+
+
+async def _command(ctx: CallContext, inp: CommandRef) -> CommandRun:
+    m = await ctx.kernel.compute()
+    row = await m.row(ctx.principal, inp.sandbox)
+    cmd = m.commands.get(row.id, {}).get(inp.command)
+    if cmd is None:
+        raise errors.NotFound(f"no background command {inp.command!r}", field="command")
+    return cmd
+
+
+@group.syscall("sandbox.commands.output", capability="sandbox.commands.run")
+async def output(ctx: CallContext, inp: ReadOutput) -> CommandResult:
+    """A background command's output past the given offsets (waits up to ``wait`` s)."""
+    cmd = await _command(ctx, inp)
+    return await cmd.read(inp.stdout_offset, inp.stderr_offset, inp.wait)
+
+
+@group.syscall("sandbox.commands.stdin", capability="sandbox.commands.run", mutating=True)
+async def stdin(ctx: CallContext, inp: SendStdin) -> CommandResult:
+    """Write to a background command's stdin (``close`` ends it)."""
+    cmd = await _command(ctx, inp)
+    if inp.data:
+        await cmd.process.write_stdin(inp.data.encode())
+    if inp.close:
+        await cmd.process.close_stdin()
+    return cmd.result(len(cmd.stdout.data), len(cmd.stderr.data))
+
+
+@group.syscall("sandbox.commands.kill", capability="sandbox.commands.run", mutating=True)
+async def kill(ctx: CallContext, inp: KillCommand) -> CommandResult:
+    """Send a signal (default SIGKILL) to a background command's process group."""
+    cmd = await _command(ctx, inp)
+    await cmd.process.kill(signal.Signals(inp.signal))
+    return cmd.result(len(cmd.stdout.data), len(cmd.stderr.data))
+
+
+# -- files ------------------------------------------------------------------------------
+
+
+async def _files(ctx: CallContext, sid: str) -> fileops.WorkspaceFiles:
+    m = await ctx.kernel.compute()
+    return (await m.instance(await m.row(ctx.principal, sid))).files
+
+
+@group.syscall("sandbox.files.read", capability="sandbox.files.read")
+async def read(ctx: CallContext, inp: FilePath) -> FileContent:
+    """A file's content: text when it is UTF-8, else base64."""
+    data, path = (await _files(ctx, inp.sandbox)).read(inp.path)
+    content, encoding = fileops.encode(data)
+    return FileContent(path=path, content=content, encoding=encoding, size=len(data))  # type: ignore[arg-type]
+
+
+@group.syscall("sandbox.files.write", capability="sandbox.files.write", mutating=True)
+async def write(ctx: CallContext, inp: WriteFile) -> FileContent:
+    """Write a file (parents created), durable on return; returns its path and size."""
+    if inp.encoding == "base64":
+        try:
+            data = base64.b64decode(inp.content, validate=True)
+        except binascii.Error as exc:
+            raise errors.InvalidInput("content is not valid base64", field="content") from exc
+    else:
+        data = inp.content.encode()
+    path = (await _files(ctx, inp.sandbox)).write(inp.path, data, inp.mode)
+    ctx.audit.update(sandbox=inp.sandbox, path=path, size=len(data))
+    return FileContent(path=path, content="", encoding=inp.encoding, size=len(data))
+
+
+@group.syscall("sandbox.files.list", capability="sandbox.files.read")
+async def list_files(ctx: CallContext, inp: ListFiles) -> FileList:
+    """Entries under a directory, ``depth`` levels deep; symlinks are listed, not followed."""
+    return FileList(items=(await _files(ctx, inp.sandbox)).list(inp.path, inp.depth))
+
+
+@group.syscall("sandbox.files.remove", capability="sandbox.files.write", mutating=True)
+async def remove(ctx: CallContext, inp: RemoveFile) -> Empty:
+    """Remove a file, or a directory with ``recursive``."""
+    (await _files(ctx, inp.sandbox)).remove(inp.path, inp.recursive)
+    ctx.audit.update(sandbox=inp.sandbox, path=inp.path)
+    return Empty()
