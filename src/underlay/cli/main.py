@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from underlay.cli import agents, audit, budget, calls, serve, tokens
+from underlay.cli import agents, audit, budget, calls, sandbox, serve, tokens
 from underlay.cli.runtime import State
 
 app = typer.Typer(
@@ -59,6 +59,7 @@ app.add_typer(agents.app, name="agents")
 app.add_typer(tokens.app, name="tokens")
 app.add_typer(budget.app, name="budget")
 app.add_typer(audit.app, name="audit")
+app.add_typer(sandbox.app, name="sandbox")
 calls.register(app)
 serve.register(app)
 

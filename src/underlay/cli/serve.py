@@ -71,6 +71,10 @@ def _announce(url: str, kernel: Kernel, as_json: bool) -> None:
 async def _up(config: Config, serve: Callable[..., Awaitable[Any]], as_json: bool) -> None:
     kernel = await Kernel.open(config)
     try:
+        try:
+            (await kernel.compute()).pool.start()  # reconcile the last run's sandboxes; warm up
+        except errors.UnderlayError as exc:
+            err().print(Text(f"warning: sandboxes unavailable: {exc.message}", style="yellow"))
         await serve(
             kernel, config.host, config.port, ready=lambda url: _announce(url, kernel, as_json)
         )

@@ -83,8 +83,10 @@ class CommandRun:
 
     async def read(self, stdout_offset: int, stderr_offset: int, wait: float) -> CommandResult:
         """What was printed past the offsets; waits up to ``wait`` s for news if none."""
-        if wait and self.running and (
-            len(self.stdout.data) <= stdout_offset and len(self.stderr.data) <= stderr_offset
+        if (
+            wait
+            and self.running
+            and (len(self.stdout.data) <= stdout_offset and len(self.stderr.data) <= stderr_offset)
         ):
             self.news.clear()
             try:
@@ -99,12 +101,12 @@ class CommandRun:
             sandbox=self.sandbox,
             running=self.running,
             exit_code=self.exit_code,
-            stdout=self.stdout.text(stdout_offset) if not self.running else _plain(
-                self.stdout, stdout_offset
-            ),
-            stderr=self.stderr.text(stderr_offset) if not self.running else _plain(
-                self.stderr, stderr_offset
-            ),
+            stdout=self.stdout.text(stdout_offset)
+            if not self.running
+            else _plain(self.stdout, stdout_offset),
+            stderr=self.stderr.text(stderr_offset)
+            if not self.running
+            else _plain(self.stderr, stderr_offset),
             stdout_truncated=bool(self.stdout.dropped),
             stderr_truncated=bool(self.stderr.dropped),
             timed_out=self.timed_out,

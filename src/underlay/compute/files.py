@@ -14,6 +14,7 @@ workspace). ``..`` may not leave the workspace.
 from __future__ import annotations
 
 import base64
+import builtins
 import os
 import posixpath
 import shutil
@@ -21,6 +22,7 @@ import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Literal
 
 from underlay import errors
 from underlay.compute.models import WORKSPACE, FileInfo
@@ -132,7 +134,7 @@ class WorkspaceFiles:
             raise _os_error(exc, path) from exc
         return display(parts)
 
-    def list(self, path: str, depth: int = 1) -> list[FileInfo]:
+    def list(self, path: str, depth: int = 1) -> builtins.list[FileInfo]:
         parts = split(path)
         out: list[FileInfo] = []
         try:
@@ -142,17 +144,19 @@ class WorkspaceFiles:
             raise _os_error(exc, path) from exc
         return out
 
-    def _scan(self, dfd: int, parts: list[str], depth: int, out: list[FileInfo]) -> None:
+    def _scan(
+        self, dfd: int, parts: builtins.list[str], depth: int, out: builtins.list[FileInfo]
+    ) -> None:
         for entry in sorted(os.scandir(dfd), key=lambda e: e.name):
             st = entry.stat(follow_symlinks=False)
-            out.append(_info(parts + [entry.name], st))
+            out.append(_info([*parts, entry.name], st))
             if depth > 1 and stat.S_ISDIR(st.st_mode):
                 try:
                     sub = os.open(entry.name, _DIR_FLAGS, dir_fd=dfd)
                 except OSError:
                     continue  # replaced under us: skip, never follow
                 try:
-                    self._scan(sub, parts + [entry.name], depth - 1, out)
+                    self._scan(sub, [*parts, entry.name], depth - 1, out)
                 finally:
                     os.close(sub)
 
@@ -202,7 +206,7 @@ def _info(parts: list[str], st: os.stat_result) -> FileInfo:
     )
 
 
-def encode(data: bytes) -> tuple[str, str]:
+def encode(data: bytes) -> tuple[str, Literal["utf-8", "base64"]]:
     """Text when the bytes are UTF-8, else base64: (content, encoding)."""
     try:
         return data.decode("utf-8"), "utf-8"

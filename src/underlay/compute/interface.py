@@ -34,6 +34,7 @@ class InstanceSpec:
     persistent: bool
     uid: int
     gid: int
+    egress: bool = False  # bind the egress proxy's socket and ulfwd into the sandbox
 
 
 @dataclass
@@ -88,8 +89,12 @@ class SandboxDriver(abc.ABC):
     def usage(self, inst: Instance) -> Usage: ...
 
     @abc.abstractmethod
+    def egress_socket(self, spec: InstanceSpec) -> Path:
+        """Where the host's egress proxy for ``spec`` listens (bound into the sandbox)."""
+
+    @abc.abstractmethod
     def templates(self) -> list[str]:
         """Names of the root file system templates this driver can start."""
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Release what the driver itself holds (not its instances)."""

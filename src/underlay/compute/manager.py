@@ -25,9 +25,11 @@ from sqlalchemy import select, update
 
 from underlay import errors
 from underlay.compute.commands import CommandRun
+from underlay.compute.egress import PROXY_PORT, EgressProxy, Reporter
 from underlay.compute.interface import Instance, InstanceSpec, SandboxDriver
-from underlay.compute.models import CreateSandbox, Limits, Sandbox
+from underlay.compute.models import CreateSandbox, Limits, Network, Sandbox
 from underlay.compute.pool import WarmPool
+from underlay.compute.snapshots import Snapshots
 from underlay.config import ComputeConfig
 from underlay.storage import schema
 from underlay.types import Money, new_id
@@ -47,11 +49,16 @@ class ComputeManager:
         self.driver = driver
         self.config = config
         self.instances: dict[str, Instance] = {}
+        self.proxies: dict[str, EgressProxy] = {}
+        self._metered: dict[str, tuple[float, float]] = {}  # sandbox: (time, cpu) last charged
+        self._meter_locks: dict[str, asyncio.Lock] = {}
         self.commands: dict[str, dict[str, CommandRun]] = {}
         self._uids: set[int] = set()
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: list[asyncio.Task[None]] = []
-        self.pool = WarmPool(self, config.pool_size)
+        self.pool = WarmPool(self, config.pool_size, config.pool_template)
+        self.driver_home = kernel.config.home / "compute"  # snapshots: the host's only
+        self.snapshots = Snapshots(self)
 
     # -- lifecycle of the manager -------------------------------------------------
 
@@ -79,12 +86,12 @@ class ComputeManager:
             asyncio.create_task(self._expire_loop()),
             asyncio.create_task(self._meter_loop()),
         ]
-        self.pool.start()
 
     async def close(self) -> None:
         """Stop every instance: ephemeral ones are destroyed, persistent ones stopped."""
         for t in self._tasks:
             t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.pool.close()
         for sid in list(self.instances):
             row = await self._row_any(sid)
@@ -101,26 +108,77 @@ class ComputeManager:
         return uid
 
     def spec(self, sid: str, inp: CreateSandbox, uid: int) -> InstanceSpec:
-        return InstanceSpec(sid, inp.template, inp.limits, inp.persistent, uid, uid)
+        egress = inp.network is not None
+        return InstanceSpec(sid, inp.template, inp.limits, inp.persistent, uid, uid, egress)
 
     def _spec_of(self, row: Any) -> InstanceSpec:
         limits = Limits(**row.limits)
-        return InstanceSpec(row.id, row.template, limits, row.persistent, row.host_uid, row.host_uid)
+        return InstanceSpec(
+            row.id, row.template, limits, row.persistent, row.host_uid, row.host_uid,
+            egress=row.network is not None,
+        )  # fmt: skip
+
+    async def _start(self, spec: InstanceSpec, network: Network | None) -> Instance:
+        """Start an instance; with ``network``, its egress proxy first, then ulfwd in it."""
+        if network is None:
+            return await self.driver.start(spec)
+        proxy = EgressProxy(
+            self.driver.egress_socket(spec), network.allow, self._egress_reporter(spec.id), spec.uid
+        )
+        await proxy.start()
+        try:
+            inst = await self.driver.start(spec)
+        except BaseException:
+            await proxy.close()
+            raise
+        self.proxies[spec.id] = proxy
+        await inst.supervisor.start(
+            ["/.ul/fwd", str(PROXY_PORT), "/.ul/egress.sock"], env={}, cwd="/"
+        )
+        return inst
+
+    def _egress_reporter(self, sid: str) -> Reporter:
+        async def report(event: dict[str, Any]) -> None:
+            row = await self._row_any(sid)
+            outcome = "ok" if event.get("allowed") else "denied"
+            try:
+                await self.kernel.record(
+                    row.org_id, (row.owner_kind, row.owner_id), "sandbox.egress", outcome,
+                    {"sandbox": sid, **event},
+                )  # fmt: skip
+            except Exception:  # the audit write failing must not break the proxy
+                log.exception("recording egress of sandbox %s failed", sid)
+
+        return report
+
+    def command_env(self, row: Any) -> dict[str, str]:
+        """Variables every command of ``row`` gets: defaults, the proxy, the sandbox's env."""
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/workspace", "USER": "user"}
+        if row.network is not None:
+            proxy = f"http://127.0.0.1:{PROXY_PORT}"
+            env |= {"HTTP_PROXY": proxy, "HTTPS_PROXY": proxy, "http_proxy": proxy,
+                    "https_proxy": proxy}  # fmt: skip
+        return env | self.env_of(row)
 
     async def create(self, principal: Principal, inp: CreateSandbox) -> Sandbox:
         if inp.timeout is None and not inp.persistent:
-            raise errors.InvalidInput("only a persistent sandbox may have no timeout", field="timeout")
+            raise errors.InvalidInput(
+                "only a persistent sandbox may have no timeout", field="timeout"
+            )
         if inp.template not in self.driver.templates():
             known = ", ".join(self.driver.templates())
-            raise errors.NotFound(f"no template {inp.template!r} (known: {known})", field="template")
+            raise errors.NotFound(
+                f"no template {inp.template!r} (known: {known})", field="template"
+            )
         if len(self.instances) >= self.config.max_sandboxes:
             raise errors.LimitExceeded(
                 f"this host runs at most {self.config.max_sandboxes} sandboxes", field="sandbox"
             )
         inst = self.pool.take(inp)
         if inst is None:
-            sid = new_id("sbx")
-            inst = await self.driver.start(self.spec(sid, inp, self.allocate_uid()))
+            inst = await self._start(
+                self.spec(new_id("sbx"), inp, self.allocate_uid()), inp.network
+            )
         if not inst.enforced and self.config.require_limits:
             await self.driver.destroy(inst)
             raise errors.Unavailable(
@@ -141,6 +199,7 @@ class ComputeManager:
             metadata=inp.metadata,
             env_sealed=self.kernel.sealer.seal(json.dumps(env).encode()),
             env_names=sorted(env),
+            network=inp.network.model_dump() if inp.network else None,
             host_uid=inst.spec.uid,
             created_at=now,
             expires_at=now + inp.timeout if inp.timeout else None,
@@ -159,7 +218,7 @@ class ComputeManager:
         return sandbox_model(row)
 
     async def row(self, principal: Principal, sid: str, *, live: bool = True) -> Any:
-        """The record of ``sid`` if ``principal`` may use it (own, or ``sandbox.any``)."""
+        """The record of ``sid`` if ``principal`` may use it (own, or ``compute.admin``)."""
         async with self.kernel.db.read() as conn:
             r = (
                 await conn.execute(select(S).where(S.c.id == sid, S.c.org_id == principal.org_id))
@@ -167,7 +226,7 @@ class ComputeManager:
         if r is None or (live and r.state == "destroyed"):
             raise errors.NotFound(f"no sandbox {sid!r}", field="sandbox")
         mine = r.owner_kind == principal.kind and r.owner_id == principal.id
-        if not mine and principal.kind != "human" and not principal.allows("sandbox.any"):
+        if not mine and principal.kind != "human" and not principal.allows("compute.admin"):
             raise errors.PermissionDenied(f"sandbox {sid} belongs to another principal")
         return r
 
@@ -192,7 +251,8 @@ class ComputeManager:
                 return inst
             if row.state != "stopped":
                 raise errors.Conflict(f"sandbox {row.id} is not running", field="sandbox")
-            inst = await self.driver.start(self._spec_of(row))
+            network = Network(**row.network) if row.network else None
+            inst = await self._start(self._spec_of(row), network)
             self.instances[row.id] = inst
             await self._set(row.id, state="running")
             return inst
@@ -216,8 +276,13 @@ class ComputeManager:
             for run in self.commands.pop(row.id, {}).values():
                 await run.cancel()
             inst = self.instances.pop(row.id, None)
+            self._metered.pop(row.id, None)
+            self._meter_locks.pop(row.id, None)
             if inst is not None:
                 await (self.driver.destroy(inst) if destroy else self.driver.stop(inst))
+            proxy = self.proxies.pop(row.id, None)
+            if proxy is not None:
+                await proxy.close()
             elif destroy:
                 await self.driver.purge(self._spec_of(row))
             if destroy:
@@ -244,37 +309,71 @@ class ComputeManager:
         )
 
     async def _meter(self, row: Any, *, final: bool = False) -> None:
-        inst = self.instances.get(row.id)
-        if inst is None:
-            return
-        now = self.kernel.clock.now()
-        seconds = max(0.0, now - row.created_at)
-        cpu = self.driver.usage(inst).cpu_seconds
-        per_s, per_cpu = self._prices()
-        d_sec, d_cpu = seconds - row.billed_seconds, max(0.0, cpu - row.billed_cpu_seconds)
-        currency = await self._currency(row.org_id)
-        amount = (Decimal(str(d_sec)) * per_s + Decimal(str(d_cpu)) * per_cpu).quantize(
-            Decimal("0.000000001")
-        )
-        if amount <= 0:
-            return
-        payer = ("agent", row.owner_id) if row.owner_kind == "agent" else ("org", row.org_id)
-        seq = row.meter_seq + 1
-        try:
-            await self.kernel.ledger.transfer(
-                row.org_id,
-                f"meter:{row.id}:{seq}",
-                payer,
-                ("usage", row.org_id),
-                Money(amount, currency),
-                memo=f"sandbox {row.id}: {d_sec:.1f} s, {d_cpu:.2f} cpu-s",
+        """Charge what the instance of ``row`` used since it was last metered.
+
+        Serialized per sandbox. Each charge is a ledger transfer ``meter:<sandbox>:<n>``;
+        an interval is charged at most once, and the charge and its record are not split
+        by a cancelled caller.
+        """
+        async with self._meter_locks.setdefault(row.id, asyncio.Lock()):
+            inst = self.instances.get(row.id)
+            if inst is None:
+                return
+            row = await self._row_any(row.id)
+            now = self.kernel.clock.now()
+            t_last, cpu_last = self._metered.get(row.id, (inst.started_at, 0.0))
+            cpu = self.driver.usage(inst).cpu_seconds
+            d_sec, d_cpu = max(0.0, now - t_last), max(0.0, cpu - cpu_last)
+            per_s, per_cpu = self._prices()
+            amount = (Decimal(str(d_sec)) * per_s + Decimal(str(d_cpu)) * per_cpu).quantize(
+                Decimal("0.000000001")
             )
-        except errors.BudgetExceeded:
-            if not final:
-                log.warning("sandbox %s: owner out of budget; stopping it", row.id)
-                await self._end(row, destroy=not row.persistent)
-            return
-        await self._set(row.id, billed_seconds=seconds, billed_cpu_seconds=cpu, meter_seq=seq)
+            if amount <= 0:
+                return
+            payer = ("agent", row.owner_id) if row.owner_kind == "agent" else ("org", row.org_id)
+            charge = Money(amount, await self._currency(row.org_id))
+            memo = f"sandbox {row.id}: {d_sec:.1f} s, {d_cpu:.2f} cpu-s"
+            # shielded: a cancelled caller must not split the charge from its record
+            budget_stop = await asyncio.shield(
+                self._charge(row, payer, charge, memo, now, cpu, d_sec, d_cpu, final)
+            )
+        if budget_stop:
+            log.warning("sandbox %s: owner out of budget; stopping it", row.id)
+            await self.kernel.record(
+                row.org_id, (row.owner_kind, row.owner_id), "sandbox.budget_stop", "ok",
+                {"sandbox": row.id, "destroyed": not row.persistent},
+            )  # fmt: skip
+            await self._end(row, destroy=not row.persistent)
+
+    async def _charge(
+        self, row: Any, payer: tuple[str, str], charge: Money, memo: str,
+        now: float, cpu: float, d_sec: float, d_cpu: float, final: bool,
+    ) -> bool:  # fmt: skip
+        """Post one meter transfer and record it; True when the owner is out of budget.
+
+        A transfer id already taken (its record was lost to a crash) is skipped, never
+        reused: the interval it charged stands, this one gets the next id.
+        """
+        seq = row.meter_seq + 1
+        for _ in range(8):
+            try:
+                await self.kernel.ledger.transfer(
+                    row.org_id, f"meter:{row.id}:{seq}", payer, ("usage", row.org_id), charge,
+                    memo=memo,
+                )  # fmt: skip
+                break
+            except errors.BudgetExceeded:
+                return not final
+            except errors.Conflict:
+                seq += 1
+        self._metered[row.id] = (now, cpu)
+        await self._set(
+            row.id,
+            billed_seconds=row.billed_seconds + d_sec,
+            billed_cpu_seconds=row.billed_cpu_seconds + d_cpu,
+            meter_seq=seq,
+        )
+        return False
 
     async def _currency(self, org_id: str) -> str:
         from underlay.identity import service as identity
@@ -293,19 +392,18 @@ class ComputeManager:
 
 
 def sandbox_model(row: Any) -> Sandbox:
-    get = row.get if isinstance(row, dict) else lambda k: getattr(row, k)
+    """The caller's view of a ``sandboxes`` row (a Row or the dict that was inserted)."""
+    r: dict[str, Any] = row if isinstance(row, dict) else dict(row._mapping)
     return Sandbox(
-        id=get("id"),
-        template=get("template"),
-        state=get("state"),
-        persistent=get("persistent"),
-        created_at=get("created_at"),
-        expires_at=get("expires_at"),
-        limits=Limits(**get("limits")),
-        metadata=get("metadata"),
-        env_names=get("env_names"),
-        owner=f"{get('owner_kind')}:{get('owner_id')}",
+        id=r["id"],
+        template=r["template"],
+        state=r["state"],
+        persistent=r["persistent"],
+        created_at=r["created_at"],
+        expires_at=r["expires_at"],
+        limits=Limits(**r["limits"]),
+        metadata=r["metadata"],
+        env_names=r["env_names"],
+        owner=f"{r['owner_kind']}:{r['owner_id']}",
+        network=Network(**r["network"]) if r.get("network") else None,
     )
-
-
-model = _model

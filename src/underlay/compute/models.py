@@ -39,6 +39,24 @@ EnvVars = Annotated[dict[str, Secret], AfterValidator(_check_env)]
 """Environment variables: values are secrets, redacted in the audit trail and logs."""
 
 
+_ALLOW_ENTRY = re.compile(r"^(\*\.)?[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?(:[0-9]{1,5})?$")
+
+
+def _check_allow(entries: list[str]) -> list[str]:
+    for e in entries:
+        if not _ALLOW_ENTRY.match(e.lower()):
+            raise ValueError(f"invalid allow-list entry {e!r} (host, *.domain, optional :port)")
+    return [e.lower() for e in entries]
+
+
+class Network(StrictModel):
+    """Opt-in egress through the sandbox's proxy; hosts outside ``allow`` are refused."""
+
+    allow: Annotated[list[str], AfterValidator(_check_allow)] = Field(
+        min_length=1, max_length=256, description="hosts or *.domains, optional :port"
+    )
+
+
 class CreateSandbox(StrictModel):
     template: str = Field(default="default", description="root filesystem template")
     timeout: float | None = Field(
@@ -52,6 +70,7 @@ class CreateSandbox(StrictModel):
     metadata: dict[str, str] = Field(default_factory=dict)
     limits: Limits = Field(default_factory=Limits)
     persistent: bool = Field(default=False, description="survives restarts, files included")
+    network: Network | None = Field(default=None, description="null: no network at all")
 
 
 class SandboxRef(StrictModel):
@@ -75,6 +94,7 @@ class Sandbox(StrictModel):
     metadata: dict[str, str]
     env_names: list[str]
     owner: str
+    network: Network | None = None
 
 
 class SandboxPage(StrictModel):
@@ -93,14 +113,17 @@ class RunCommand(SandboxRef):
     env: EnvVars = Field(default_factory=dict)
     cwd: str = WORKSPACE
     timeout: float = Field(default=60, gt=0, le=86400, description="seconds; killed after")
-    stdin: str | None = Field(default=None, description="text written to stdin, then closed")
+    stdin: str | None = Field(default=None, description="text written to stdin first")
+    open_stdin: bool = Field(
+        default=False, description="keep stdin open for sandbox.commands.stdin (background)"
+    )
     background: bool = Field(default=False, description="return at once; read output later")
     max_output_bytes: int = Field(default=1_048_576, ge=1024, le=64 * 1_048_576)
 
     @field_validator("cmd")
     @classmethod
     def _cmd(cls, v: str | list[str]) -> str | list[str]:
-        if isinstance(v, str) and not v.strip() or isinstance(v, list) and not v:
+        if (isinstance(v, str) and not v.strip()) or (isinstance(v, list) and not v):
             raise ValueError("the command is empty")
         return v
 

@@ -1,7 +1,7 @@
-"""The warm pool: started sandboxes of the default shape, waiting to be handed out.
+"""The warm pool: started sandboxes of one shape, waiting to be handed out.
 
-A create whose shape matches the pool's (template ``default``, default limits, not
-persistent) takes a warm instance, so creating is mostly a hand-out; the pool then
+A create whose shape matches the pool's (``compute.pool_template``, default limits, not
+persistent, no network) takes a warm instance, so creating is mostly a hand-out; the pool then
 refills in the background, one start at a time. Environment variables are not part of
 the shape: they are given to each command, never baked into the sandbox.
 
@@ -26,21 +26,25 @@ if TYPE_CHECKING:
     from underlay.compute.manager import ComputeManager
 
 log = logging.getLogger("underlay.compute.pool")
-_SHAPE = CreateSandbox()
 
 
 class WarmPool:
-    def __init__(self, manager: ComputeManager, size: int) -> None:
+    def __init__(self, manager: ComputeManager, size: int, template: str = DEFAULT) -> None:
         self.manager = manager
         self.size = size
+        self.shape = CreateSandbox(template=template)
         self.ready: list[Instance] = []
         self._filler: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self.handed_out = 0
 
-    @staticmethod
-    def fits(inp: CreateSandbox) -> bool:
-        return inp.template == DEFAULT and not inp.persistent and inp.limits == Limits()
+    def fits(self, inp: CreateSandbox) -> bool:
+        return (
+            inp.template == self.shape.template
+            and not inp.persistent
+            and inp.network is None
+            and inp.limits == Limits()
+        )
 
     def take(self, inp: CreateSandbox) -> Instance | None:
         """A warm instance for ``inp``, or None (then the caller starts one cold)."""
@@ -52,7 +56,8 @@ class WarmPool:
         return inst
 
     def start(self) -> None:
-        if self.size > 0:
+        """Begin filling (``underlay up`` does; an embedded one-shot client does not)."""
+        if self.size > 0 and self._filler is None:
             self._filler = asyncio.create_task(self._fill_forever())
 
     def refill(self) -> None:
@@ -65,7 +70,7 @@ class WarmPool:
                 if len(m.instances) + len(self.ready) >= m.config.max_sandboxes:
                     break
                 try:
-                    spec = m.spec(new_id("sbx"), _SHAPE, m.allocate_uid())
+                    spec = m.spec(new_id("sbx"), self.shape, m.allocate_uid())
                     self.ready.append(await m.driver.start(spec))
                 except Exception:
                     log.exception("warm pool: starting a sandbox failed; retrying later")
@@ -77,6 +82,7 @@ class WarmPool:
 
     async def wait_full(self, timeout: float = 30) -> None:
         """Until the pool holds ``size`` instances (tests and benchmarks use this)."""
+        self.start()
         async with asyncio.timeout(timeout):
             while len(self.ready) < self.size:
                 await asyncio.sleep(0.005)

@@ -3,7 +3,7 @@
 Every call is authorized (``sandbox.create``, ``sandbox.commands.run`` ...), and every
 mutating one is audited, so each command run leaves an audit event (its argv[0] and a
 digest of the line; environment values are secrets and never recorded). An agent uses
-only its own sandboxes unless it holds ``sandbox.any``; admins see the whole org's.
+only its own sandboxes unless it holds ``compute.admin``; admins see the whole org's.
 """
 
 from __future__ import annotations
@@ -13,12 +13,14 @@ import binascii
 import hashlib
 import shlex
 import signal
+from typing import Any
 
 from sqlalchemy import select
 
 from underlay import errors
 from underlay.compute import files as fileops
 from underlay.compute.commands import CommandRun
+from underlay.compute.manager import S, sandbox_model
 from underlay.compute.models import (
     CommandRef,
     CommandResult,
@@ -26,33 +28,41 @@ from underlay.compute.models import (
     FileContent,
     FileList,
     FilePath,
+    ForkSnapshot,
     KillCommand,
     ListFiles,
     ListSandboxes,
     Metrics,
     ReadOutput,
     RemoveFile,
+    RestoreSnapshot,
     RunCommand,
     Sandbox,
     SandboxPage,
     SandboxRef,
     SendStdin,
     SetTimeout,
+    Snapshot,
+    SnapshotRef,
     WriteFile,
 )
-from underlay.compute.manager import S, sandbox_model
 from underlay.kernel.context import CallContext
+from underlay.kernel.policy import FailurePolicy, RetryPolicy
 from underlay.kernel.syscall import SyscallGroup
-from underlay.types import Empty, StrictModel
+from underlay.types import Empty
 
 group = SyscallGroup("compute")
 
+UNBOUNDED = FailurePolicy(timeout_seconds=None)  # the command's own timeout bounds it
+SLOW = FailurePolicy(timeout_seconds=600)
+START = FailurePolicy(timeout_seconds=120, retry=RetryPolicy(max_attempts=2))
 
-async def _row(ctx: CallContext, sid: str, *, live: bool = True):  # type: ignore[no-untyped-def]
+
+async def _row(ctx: CallContext, sid: str, *, live: bool = True) -> Any:
     return await (await ctx.kernel.compute()).row(ctx.principal, sid, live=live)
 
 
-@group.syscall("sandbox.create", mutating=True)
+@group.syscall("sandbox.create", mutating=True, policy=START, backend="bwrap")
 async def create(ctx: CallContext, inp: CreateSandbox) -> Sandbox:
     """Start a sandbox (from the warm pool when its shape allows) and return it."""
     sbx = await (await ctx.kernel.compute()).create(ctx.principal, inp)
@@ -71,7 +81,7 @@ async def list_(ctx: CallContext, inp: ListSandboxes) -> SandboxPage:
     """The caller's sandboxes (an admin's: the org's), newest first, by cursor."""
     p = ctx.principal
     q = select(S).where(S.c.org_id == ctx.org_id).order_by(S.c.id.desc()).limit(inp.limit + 1)
-    if p.kind != "human" and not p.allows("sandbox.any"):
+    if p.kind != "human" and not p.allows("compute.admin"):
         q = q.where(S.c.owner_kind == p.kind, S.c.owner_id == p.id)
     if inp.state:
         q = q.where(S.c.state == inp.state)
@@ -149,39 +159,30 @@ async def metrics(ctx: CallContext, inp: SandboxRef) -> Metrics:
     )
 
 
-class Templates(StrictModel):
-    names: list[str]
-
-
-@group.syscall("sandbox.templates", capability="sandbox.read")
-async def templates(ctx: CallContext, inp: Empty) -> Templates:
-    """The root file system templates sandboxes can start from."""
-    return Templates(names=(await ctx.kernel.compute()).driver.templates())
-
-
 # -- commands --------------------------------------------------------------------------
 
 
-@group.syscall("sandbox.commands.run", mutating=True)
+@group.syscall("sandbox.commands.run", mutating=True, policy=UNBOUNDED, backend="bwrap")
 async def run(ctx: CallContext, inp: RunCommand) -> CommandResult:
     """Run a command; wait for it, or (``background``) return at once with its id."""
     m = await ctx.kernel.compute()
     row = await m.row(ctx.principal, inp.sandbox)
     inst = await m.instance(row)
     argv = ["/bin/sh", "-c", inp.cmd] if isinstance(inp.cmd, str) else inp.cmd
-    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/workspace", "USER": "user"}
-    env |= m.env_of(row) | {k: v.get_secret_value() for k, v in inp.env.items()}
+    env = m.command_env(row) | {k: v.get_secret_value() for k, v in inp.env.items()}
     line = inp.cmd if isinstance(inp.cmd, str) else shlex.join(inp.cmd)
     ctx.audit.update(
         sandbox=row.id,
         program=(inp.cmd.split() or [""])[0] if isinstance(inp.cmd, str) else inp.cmd[0],
         line_sha256=hashlib.sha256(line.encode()).hexdigest(),
     )
-    proc = await inst.supervisor.start(argv, env=env, cwd=inp.cwd, stdin=inp.stdin is not None)
+    piped = inp.stdin is not None or inp.open_stdin
+    proc = await inst.supervisor.start(argv, env=env, cwd=inp.cwd, stdin=piped)
     cmd = CommandRun(row.id, proc, timeout=inp.timeout, max_output=inp.max_output_bytes)
     m.commands.setdefault(row.id, {})[cmd.id] = cmd
-    if inp.stdin is not None:
+    if inp.stdin:
         await proc.write_stdin(inp.stdin.encode())
+    if piped and not inp.open_stdin:
         await proc.close_stdin()
     ctx.audit.update(command=cmd.id)
     if inp.background:
@@ -201,7 +202,9 @@ async def _command(ctx: CallContext, inp: CommandRef) -> CommandRun:
     return cmd
 
 
-@group.syscall("sandbox.commands.output", capability="sandbox.commands.run")
+@group.syscall(
+    "sandbox.commands.output", capability="sandbox.commands.run", policy=SLOW, backend="bwrap"
+)
 async def output(ctx: CallContext, inp: ReadOutput) -> CommandResult:
     """A background command's output past the given offsets (waits up to ``wait`` s)."""
     cmd = await _command(ctx, inp)
@@ -240,7 +243,7 @@ async def read(ctx: CallContext, inp: FilePath) -> FileContent:
     """A file's content: text when it is UTF-8, else base64."""
     data, path = (await _files(ctx, inp.sandbox)).read(inp.path)
     content, encoding = fileops.encode(data)
-    return FileContent(path=path, content=content, encoding=encoding, size=len(data))  # type: ignore[arg-type]
+    return FileContent(path=path, content=content, encoding=encoding, size=len(data))
 
 
 @group.syscall("sandbox.files.write", capability="sandbox.files.write", mutating=True)
@@ -269,4 +272,48 @@ async def remove(ctx: CallContext, inp: RemoveFile) -> Empty:
     """Remove a file, or a directory with ``recursive``."""
     (await _files(ctx, inp.sandbox)).remove(inp.path, inp.recursive)
     ctx.audit.update(sandbox=inp.sandbox, path=inp.path)
+    return Empty()
+
+
+# -- snapshots ---------------------------------------------------------------------------
+
+
+@group.syscall("sandbox.snapshot", mutating=True, policy=SLOW, backend="bwrap")
+async def snapshot(ctx: CallContext, inp: SandboxRef) -> Snapshot:
+    """Copy the sandbox's files at one instant (it is frozen meanwhile)."""
+    m = await ctx.kernel.compute()
+    snap = await m.snapshots.take(ctx.principal, await m.row(ctx.principal, inp.sandbox))
+    ctx.audit.update(snapshot=snap.id)
+    return snap
+
+
+@group.syscall("sandbox.restore", mutating=True, policy=SLOW, backend="bwrap")
+async def restore(ctx: CallContext, inp: RestoreSnapshot) -> Sandbox:
+    """Put a snapshot's files back into a sandbox; its running commands are killed."""
+    m = await ctx.kernel.compute()
+    await m.snapshots.restore(ctx.principal, await m.row(ctx.principal, inp.sandbox), inp.snapshot)
+    return sandbox_model(await _row(ctx, inp.sandbox))
+
+
+@group.syscall(
+    "sandbox.fork", capability="sandbox.create", mutating=True, policy=SLOW, backend="bwrap"
+)
+async def fork(ctx: CallContext, inp: ForkSnapshot) -> Sandbox:
+    """Start a new sandbox from a snapshot's files (same template and limits)."""
+    m = await ctx.kernel.compute()
+    sbx = await m.snapshots.fork(
+        ctx.principal,
+        inp.snapshot,
+        timeout=inp.timeout,
+        persistent=inp.persistent,
+        metadata=inp.metadata,
+    )
+    ctx.audit.update(sandbox=sbx.id, snapshot=inp.snapshot)
+    return sbx
+
+
+@group.syscall("sandbox.snapshot_delete", capability="sandbox.snapshot", mutating=True)
+async def snapshot_delete(ctx: CallContext, inp: SnapshotRef) -> Empty:
+    """Delete a snapshot and its files."""
+    await (await ctx.kernel.compute()).snapshots.delete(ctx.principal, inp.snapshot)
     return Empty()

@@ -40,10 +40,11 @@ class Template:
 
 
 class TemplateStore:
-    """Where templates live under ``home`` and how to find one by name."""
+    """Where templates live (``<runtime dir>/templates``) and how to find one by name."""
 
-    def __init__(self, home: Path) -> None:
-        self.dir = home / "compute" / "templates"
+    def __init__(self, runtime: Path, etc_dir: Path) -> None:
+        self.dir = runtime / "templates"
+        self.etc_dir = etc_dir
 
     def get(self, name: str) -> Template:
         if name == DEFAULT:
@@ -68,7 +69,7 @@ class TemplateStore:
         return self.dir / name / "rootfs"
 
     def _default_etc(self) -> Path:
-        etc = self.dir.parent / "default-etc"
+        etc = self.etc_dir  # world-readable copies only
         if (etc / ".complete").exists():
             return etc
         tmp = etc.with_name(f"default-etc.{os.getpid()}")

@@ -56,19 +56,22 @@ class Workspace:
         return self.kind in ("tmpfs", "ext4")
 
     def prepare(self, disk_mb: int, uid: int, gid: int) -> None:
-        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.path.mkdir(exist_ok=True)
+        self.root.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.root, 0o711)  # the sandbox's uid passes through to its mount point
+        self.path.mkdir(exist_ok=True, mode=0o700)
         if is_mounted(self.path):
             return
         if self.kind == "tmpfs":
-            opts = f"size={disk_mb}m,mode=0755,uid={uid},gid={gid},nr_inodes={disk_mb * 256}"
+            opts = f"size={disk_mb}m,mode=0700,uid={uid},gid={gid},nr_inodes={disk_mb * 256}"
             _mount("underlay-ws", str(self.path), "tmpfs", _MS_NOSUID | _MS_NODEV, opts)
         elif self.kind == "ext4":
             if not self.image.exists():
                 self._format(disk_mb, uid, gid)
             _run(["mount", "-o", "loop,nosuid,nodev", str(self.image), str(self.path)])
+            os.chmod(self.path, 0o700)
         else:
             os.chown(self.path, uid, gid)
+            os.chmod(self.path, 0o700)
 
     def _format(self, disk_mb: int, uid: int, gid: int) -> None:
         tmp = self.image.with_suffix(".tmp")

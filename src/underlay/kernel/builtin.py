@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from underlay.billing.syscalls import group as billing
 from underlay.compute.syscalls import group as compute
+from underlay.compute.template_syscalls import group as compute_templates
 from underlay.identity.syscalls import group as identity
 from underlay.kernel.syscall import SyscallTable
 from underlay.kernel.syscalls import group as kernel
 
 
 def builtin_table() -> SyscallTable:
-    return SyscallTable([kernel, identity, billing, compute])
+    return SyscallTable([kernel, identity, billing, compute, compute_templates])

@@ -9,6 +9,7 @@ whose token is written to ``home/admin-token`` (mode 0600).
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,7 @@ from underlay.config import Config
 from underlay.identity import service as identity
 from underlay.identity.authn import TokenAuthenticator
 from underlay.identity.keys import Sealer, load_master_key
+from underlay.kernel import audit as audit_log
 from underlay.kernel.chain import Call, compose
 from underlay.kernel.clock import Clock, SystemClock
 from underlay.kernel.context import Principal
@@ -34,6 +36,8 @@ from underlay.storage.migrations import migrate
 
 if TYPE_CHECKING:
     from underlay.compute.manager import ComputeManager
+
+log = logging.getLogger("underlay.kernel")
 
 
 @dataclass(frozen=True)
@@ -158,8 +162,38 @@ class Kernel:
     async def expire_holds_forever(self, every_seconds: float = 5.0) -> None:
         """Background task of ``underlay up``: void holds past their expiry."""
         while True:
-            await self.ledger.expire_holds()
+            try:
+                await self.ledger.expire_holds()
+            except errors.UnderlayError:  # e.g. the database is briefly away: try next round
+                log.warning("expiring holds failed; retrying in %s s", every_seconds, exc_info=True)
             await asyncio.sleep(every_seconds)
+
+    async def record(
+        self,
+        org_id: str,
+        actor: tuple[str, str],
+        event: str,
+        outcome: str,
+        detail: dict[str, Any],
+        *,
+        error_code: str | None = None,
+    ) -> None:
+        """Append an audit event for something a layer observed outside a syscall (an
+        egress request, a sandbox stopped for lack of budget); redacted like any event."""
+        async with self.db.write() as conn:
+            await audit_log.append(
+                conn,
+                is_sqlite=self.db.is_sqlite,
+                org_id=org_id,
+                ts=self.clock.now(),
+                actor_kind=actor[0],
+                actor_id=actor[1],
+                syscall=event,
+                outcome=outcome,
+                error_code=error_code,
+                detail=detail,
+                trace_id=None,
+            )
 
     async def compute(self) -> ComputeManager:
         """The compute layer of this host, started on first use (driver, pool, loops)."""

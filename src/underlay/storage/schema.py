@@ -184,6 +184,7 @@ sandboxes = Table(
     Column("metadata", JSON, nullable=False),
     Column("env_sealed", Text, nullable=False),  # sealed JSON: env values are secrets
     Column("env_names", JSON, nullable=False),
+    Column("network", JSON),  # {"allow": [...]} or null: no network
     Column("host_uid", Integer, nullable=False),
     Column("created_at", Float, nullable=False),
     Column("expires_at", Float),
@@ -201,6 +202,7 @@ sandbox_snapshots = Table(
     Column("org_id", ID, nullable=False, index=True),
     Column("sandbox_id", ID, nullable=False),
     Column("template", String(64), nullable=False),
+    Column("limits", JSON, nullable=False),
     Column("size_bytes", BigInteger, nullable=False),
     Column("created_at", Float, nullable=False),
 )

@@ -19,7 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import hashlib
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -28,7 +31,7 @@ from pathlib import Path
 from underlay import errors
 from underlay.compute import cgroups, seccomp
 from underlay.compute.files import WorkspaceFiles
-from underlay.compute.initbin import ulinit_path
+from underlay.compute.initbin import static_binary, ulinit_path
 from underlay.compute.interface import Instance, InstanceSpec, SandboxDriver, Usage
 from underlay.compute.models import WORKSPACE
 from underlay.compute.supervisor import Supervisor
@@ -36,6 +39,8 @@ from underlay.compute.templates import SANDBOX_USER, Template, TemplateStore
 from underlay.compute.workspace import Workspace, can_mount
 
 READY_TIMEOUT_S = 10.0
+_libc = ctypes.CDLL(None, use_errno=True)
+_PR_SET_DUMPABLE = 4
 
 
 @dataclass
@@ -49,12 +54,14 @@ class BwrapDriver(SandboxDriver):
     name = "bwrap"
 
     def __init__(self, home: Path, *, bwrap: str = "bwrap") -> None:
-        self.dir = home / "compute"
-        self.bwrap = bwrap
-        self.store = TemplateStore(home)
-        self.cgroup_cls = cgroups.detect()
         self.root = can_mount()
-        self.init = ulinit_path(self.dir / "bin")
+        self.dir = runtime_dir(home, self.root)
+        self.bwrap = bwrap
+        shared = self.dir.parent if self.root else self.dir
+        self.store = TemplateStore(self.dir, shared / "default-etc")
+        self.cgroup_cls = cgroups.detect()
+        self.init = ulinit_path(shared / "bin")
+        self.fwd = static_binary("ulfwd", shared / "bin")
         self.filter = seccomp.build_filter()
 
     def templates(self) -> list[str]:
@@ -63,6 +70,12 @@ class BwrapDriver(SandboxDriver):
     def _workspace(self, spec: InstanceSpec) -> Workspace:
         kind = ("ext4" if spec.persistent else "tmpfs") if self.root else "dir"
         return Workspace(self.dir / "sandboxes" / spec.id, kind)
+
+    def egress_socket(self, spec: InstanceSpec) -> Path:
+        root = self._workspace(spec).root
+        root.mkdir(parents=True, exist_ok=True)
+        os.chmod(root, 0o711)
+        return root / "egress.sock"
 
     async def start(self, spec: InstanceSpec) -> Instance:
         template = self.store.get(spec.template)
@@ -108,7 +121,14 @@ class BwrapDriver(SandboxDriver):
     ) -> asyncio.subprocess.Process:
         with self._fds(template, ws) as fds:
             argv = self._argv(spec, template, fds)
-            with open(ws.root / "bwrap.log", "wb") as log:
+            if spec.egress:
+                sock = self.egress_socket(spec)
+                at = argv.index("--remount-ro")
+                argv[at:at] = [
+                    "--ro-bind-fd", str(fds["fwd"]), "/.ul/fwd",
+                    "--bind", str(sock), "/.ul/egress.sock",
+                ]  # fmt: skip
+            with open(ws.root / "bwrap.log", "wb") as log:  # noqa: ASYNC230 - local, tiny
                 return await asyncio.create_subprocess_exec(
                     *argv,
                     stdin=asyncio.subprocess.PIPE,
@@ -128,6 +148,7 @@ class BwrapDriver(SandboxDriver):
         try:
             fds["ws"] = os.open(ws.path, os.O_PATH | os.O_DIRECTORY)
             fds["init"] = os.open(self.init, os.O_PATH)
+            fds["fwd"] = os.open(self.fwd, os.O_PATH)
             fds["seccomp"] = seccomp.seccomp_fd(self.filter)
             if template.rootfs is not None:
                 fds["root"] = os.open(template.rootfs, os.O_PATH | os.O_DIRECTORY)
@@ -159,15 +180,22 @@ class BwrapDriver(SandboxDriver):
         argv += [
             "--proc", "/proc", "--dev", "/dev",
             "--size", tmp_bytes, "--tmpfs", "/tmp",
-            "--dir", "/run", "--dir", "/.ul",
+            "--dir", "/run", "--tmpfs", "/.ul",
             "--bind-fd", str(fds["ws"]), WORKSPACE,
             "--ro-bind-fd", str(fds["init"]), "/.ul/init",
-            "--remount-ro", "/",
+            "--remount-ro", "/.ul", "--remount-ro", "/",
             "--seccomp", str(fds["seccomp"]),
             "--chdir", WORKSPACE,
             "--", "/.ul/init",
         ]  # fmt: skip
         return argv
+
+    async def close(self) -> None:
+        """Remove the runtime directory when nothing in it needs keeping."""
+        sandboxes = self.dir / "sandboxes"
+        keep = [p for p in (sandboxes, self.dir / "templates") if p.is_dir() and any(p.iterdir())]
+        if self.root and not keep:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
     async def stop(self, inst: Instance) -> None:
         h: _Handle = inst.handle
@@ -215,6 +243,26 @@ class BwrapDriver(SandboxDriver):
         )
 
 
+def runtime_dir(home: Path, as_root: bool) -> Path:
+    """Where this installation keeps sandboxes, templates and the supervisor binary.
+
+    As root, sandboxes run under their own uids, and bubblewrap resolves every path it
+    binds as that uid: so the directory is ``/var/lib/underlay/<digest of home>``, whose
+    parents only let others pass through (mode 0711), never list. Each workspace mount
+    itself is mode 0700 and owned by its sandbox's uid. Otherwise: ``home/compute``.
+    """
+    if not as_root:
+        return home / "compute"
+    base = Path(os.environ.get("UNDERLAY_COMPUTE_DIR", "/var/lib/underlay"))
+    digest = hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:16]
+    path = base / digest
+    path.mkdir(parents=True, exist_ok=True)
+    for p in (base, path):
+        os.chmod(p, 0o711)
+    (path / "home").write_text(str(home.resolve()) + "\n")  # which installation owns it
+    return path
+
+
 def _launcher(cgroup_procs: list[str], ids: tuple[int, int] | None) -> Callable[[], None]:
     """Runs in the forked child before exec: join the cgroups, then drop to the uid."""
 
@@ -230,5 +278,8 @@ def _launcher(cgroup_procs: list[str], ids: tuple[int, int] | None) -> Callable[
             os.setgroups([])
             os.setgid(ids[1])
             os.setuid(ids[0])
+            # a uid change makes the process non-dumpable, which hides /proc/self/fd from
+            # it, and bwrap reaches the descriptors it is given through that directory
+            _libc.prctl(_PR_SET_DUMPABLE, 1, 0, 0, 0)
 
     return prepare

@@ -1,0 +1,1 @@
+"""Source of ``ulinit``, the in-sandbox supervisor (compiled on demand by ``compute.initbin``)."""
