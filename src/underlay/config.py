@@ -37,6 +37,7 @@ class ComputeConfig(BaseModel):
     price_per_cpu_second: str = "0.00005"
     meter_every_seconds: float = Field(default=10.0, gt=0)
     uid_base: int = Field(default=200_000, ge=1000, description="first host uid of sandboxes")
+    uid_registry: str = "/var/lib/underlay/uids"  # host-wide claims, shared by installations
     require_limits: bool = True  # refuse to start sandboxes whose limits cannot be enforced
 
 

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import base64
 import builtins
+import contextlib
 import os
 import posixpath
-import shutil
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,7 +28,8 @@ from underlay import errors
 from underlay.compute.models import WORKSPACE, FileInfo
 
 MAX_READ_BYTES = 64 << 20
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_REMOVE_ATTEMPTS = 5
 
 
 def split(path: str) -> list[str]:
@@ -172,7 +173,7 @@ class WorkspaceFiles:
                         raise errors.Conflict(
                             f"{path}: is a directory; pass recursive=true", field="path"
                         )
-                    shutil.rmtree(parts[-1], dir_fd=dfd)
+                    remove_tree(dfd, parts[-1])
                 else:
                     os.unlink(parts[-1], dir_fd=dfd)
         except OSError as exc:
@@ -183,6 +184,37 @@ class WorkspaceFiles:
         return {
             f.path: (f.mode, f.size, int(f.modified_at * 1e9)) for f in self.list(path, depth=16)
         }
+
+
+def remove_tree(parent_fd: int, name: str) -> None:
+    """Remove directory ``name`` under ``parent_fd`` and all it holds, never following a
+    symlink and never opening anything but a directory (``shutil.rmtree`` opens what it
+    just checked by name, so a sandbox that swaps in a symlink to a FIFO can block it).
+    An entry that changes type under us is handled as what it has become."""
+    fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+    try:
+        clear_dir(fd)
+    finally:
+        os.close(fd)
+    os.rmdir(name, dir_fd=parent_fd)
+
+
+def clear_dir(fd: int) -> None:
+    """Remove everything inside the open directory ``fd`` (see ``remove_tree``)."""
+    for _ in range(_REMOVE_ATTEMPTS):
+        names = os.listdir(fd)
+        if not names:
+            return
+        for name in names:
+            try:
+                os.unlink(name, dir_fd=fd)
+            except IsADirectoryError:
+                with contextlib.suppress(NotADirectoryError, FileNotFoundError, OSError):
+                    remove_tree(fd, name)
+            except FileNotFoundError:
+                pass
+    if os.listdir(fd):
+        raise errors.Conflict("the directory kept changing while it was removed; retry")
 
 
 def _info(parts: list[str], st: os.stat_result) -> FileInfo:

@@ -18,7 +18,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 from decimal import Decimal
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, update
@@ -30,6 +32,7 @@ from underlay.compute.interface import Instance, InstanceSpec, SandboxDriver
 from underlay.compute.models import CreateSandbox, Limits, Network, Sandbox
 from underlay.compute.pool import WarmPool
 from underlay.compute.snapshots import Snapshots
+from underlay.compute.uids import UidRegistry
 from underlay.config import ComputeConfig
 from underlay.storage import schema
 from underlay.types import Money, new_id
@@ -53,7 +56,9 @@ class ComputeManager:
         self._metered: dict[str, tuple[float, float]] = {}  # sandbox: (time, cpu) last charged
         self._meter_locks: dict[str, asyncio.Lock] = {}
         self.commands: dict[str, dict[str, CommandRun]] = {}
-        self._uids: set[int] = set()
+        runtime = getattr(driver, "dir", kernel.config.home / "compute")
+        registry = Path(config.uid_registry) if os.geteuid() == 0 else Path(runtime) / "uids"
+        self.uids = UidRegistry(registry, config.uid_base, owner=str(Path(runtime).resolve()))
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.pool = WarmPool(self, config.pool_size, config.pool_template)
@@ -79,9 +84,8 @@ class ComputeManager:
             if not r.persistent:
                 await self.driver.purge(self._spec_of(r))
         async with self.kernel.db.read() as conn:
-            self._uids = set((await conn.execute(
-                select(S.c.host_uid).where(S.c.state != "destroyed")
-            )).scalars())  # fmt: skip
+            kept = await conn.execute(select(S.c.host_uid).where(S.c.state != "destroyed"))
+            self.uids.reconcile(set(kept.scalars()))
         self._tasks = [
             asyncio.create_task(self._expire_loop()),
             asyncio.create_task(self._meter_loop()),
@@ -100,12 +104,11 @@ class ComputeManager:
 
     # -- records -------------------------------------------------------------------
 
-    def allocate_uid(self) -> int:
-        uid = self.config.uid_base
-        while uid in self._uids:
-            uid += 1
-        self._uids.add(uid)
-        return uid
+    def allocate_uid(self, sandbox: str) -> int:
+        return self.uids.claim(sandbox)
+
+    def release_uid(self, uid: int) -> None:
+        self.uids.release(uid)
 
     def spec(self, sid: str, inp: CreateSandbox, uid: int) -> InstanceSpec:
         egress = inp.network is not None
@@ -176,11 +179,16 @@ class ComputeManager:
             )
         inst = self.pool.take(inp)
         if inst is None:
-            inst = await self._start(
-                self.spec(new_id("sbx"), inp, self.allocate_uid()), inp.network
-            )
+            sid = new_id("sbx")
+            uid = self.allocate_uid(sid)
+            try:
+                inst = await self._start(self.spec(sid, inp, uid), inp.network)
+            except BaseException:
+                self.release_uid(uid)
+                raise
         if not inst.enforced and self.config.require_limits:
             await self.driver.destroy(inst)
+            self.release_uid(inst.spec.uid)
             raise errors.Unavailable(
                 "this host cannot enforce sandbox limits (cgroups need root); set "
                 "compute.require_limits: false to run without them"
@@ -212,6 +220,7 @@ class ComputeManager:
                 await conn.execute(S.insert().values(**row))
         except BaseException:
             await self.driver.destroy(inst)
+            self.release_uid(inst.spec.uid)
             raise
         self.instances[inst.id] = inst
         self.pool.refill()
@@ -245,6 +254,9 @@ class ComputeManager:
         """The running instance of a sandbox, starting a stopped persistent one again."""
         if row.state == "paused":
             raise errors.Conflict(f"sandbox {row.id} is paused; resume it first", field="sandbox")
+        crashed = self.instances.get(row.id)
+        if crashed is not None and not crashed.supervisor.alive:
+            await self._crashed(row)
         async with self.lock(row.id):
             inst = self.instances.get(row.id)
             if inst is not None:
@@ -256,6 +268,19 @@ class ComputeManager:
             self.instances[row.id] = inst
             await self._set(row.id, state="running")
             return inst
+
+    async def _crashed(self, row: Any) -> None:
+        """The sandbox's supervisor died (its memory limit, most often): end it cleanly,
+        record why, and tell the caller what became of it."""
+        await self.kernel.record(
+            row.org_id, (row.owner_kind, row.owner_id), "sandbox.crashed", "error",
+            {"sandbox": row.id, "persistent": row.persistent}, error_code="unavailable",
+        )  # fmt: skip
+        await self.end(row, destroy=not row.persistent)
+        after = "stopped; its next use starts it again" if row.persistent else "destroyed"
+        raise errors.Conflict(
+            f"sandbox {row.id} crashed (out of memory?) and was {after}", field="sandbox"
+        )
 
     def env_of(self, row: Any) -> dict[str, str]:
         env: dict[str, str] = json.loads(self.kernel.sealer.open(row.env_sealed))
@@ -286,7 +311,7 @@ class ComputeManager:
             elif destroy:
                 await self.driver.purge(self._spec_of(row))
             if destroy:
-                self._uids.discard(row.host_uid)
+                self.release_uid(row.host_uid)
         self._locks.pop(row.id, None)
 
     async def _expire_loop(self) -> None:

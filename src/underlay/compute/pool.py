@@ -70,8 +70,13 @@ class WarmPool:
                 if len(m.instances) + len(self.ready) >= m.config.max_sandboxes:
                     break
                 try:
-                    spec = m.spec(new_id("sbx"), self.shape, m.allocate_uid())
-                    self.ready.append(await m.driver.start(spec))
+                    sid = new_id("sbx")
+                    uid = m.allocate_uid(sid)
+                    try:
+                        self.ready.append(await m.driver.start(m.spec(sid, self.shape, uid)))
+                    except BaseException:
+                        m.release_uid(uid)
+                        raise
                 except Exception:
                     log.exception("warm pool: starting a sandbox failed; retrying later")
                     await asyncio.sleep(5)
@@ -94,5 +99,5 @@ class WarmPool:
                 await self._filler
         while self.ready:
             inst = self.ready.pop()
-            self.manager._uids.discard(inst.spec.uid)
+            self.manager.release_uid(inst.spec.uid)
             await self.manager.driver.destroy(inst)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from underlay import errors
+from underlay.compute.files import clear_dir
 from underlay.compute.interface import Instance
 from underlay.compute.models import CreateSandbox, Limits, Sandbox, Snapshot
 from underlay.storage import schema
@@ -53,11 +54,11 @@ def _copy_tree(src: Path, dst: Path, uid: int, gid: int) -> None:
 
 
 def _clear(path: Path) -> None:
-    for entry in os.scandir(path):
-        if entry.is_dir(follow_symlinks=False):
-            shutil.rmtree(entry.path)
-        else:
-            os.unlink(entry.path)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        clear_dir(fd)  # the sandbox may still race us: never follow what it planted
+    finally:
+        os.close(fd)
 
 
 def _size(path: Path) -> int:

@@ -1,5 +1,8 @@
 """The ``sandbox.*`` syscalls: E2B-shaped sandboxes through the kernel.
 
+File operations run in worker threads: a sandbox controls what they touch, so none of
+them may ever hold the event loop that serves every other caller.
+
 Every call is authorized (``sandbox.create``, ``sandbox.commands.run`` ...), and every
 mutating one is audited, so each command run leaves an audit event (its argv[0] and a
 digest of the line; environment values are secrets and never recorded). An agent uses
@@ -8,6 +11,7 @@ only its own sandboxes unless it holds ``compute.admin``; admins see the whole o
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -241,7 +245,7 @@ async def _files(ctx: CallContext, sid: str) -> fileops.WorkspaceFiles:
 @group.syscall("sandbox.files.read", capability="sandbox.files.read")
 async def read(ctx: CallContext, inp: FilePath) -> FileContent:
     """A file's content: text when it is UTF-8, else base64."""
-    data, path = (await _files(ctx, inp.sandbox)).read(inp.path)
+    data, path = await asyncio.to_thread((await _files(ctx, inp.sandbox)).read, inp.path)
     content, encoding = fileops.encode(data)
     return FileContent(path=path, content=content, encoding=encoding, size=len(data))
 
@@ -256,7 +260,8 @@ async def write(ctx: CallContext, inp: WriteFile) -> FileContent:
             raise errors.InvalidInput("content is not valid base64", field="content") from exc
     else:
         data = inp.content.encode()
-    path = (await _files(ctx, inp.sandbox)).write(inp.path, data, inp.mode)
+    files = await _files(ctx, inp.sandbox)
+    path = await asyncio.to_thread(files.write, inp.path, data, inp.mode)
     ctx.audit.update(sandbox=inp.sandbox, path=path, size=len(data))
     return FileContent(path=path, content="", encoding=inp.encoding, size=len(data))
 
@@ -264,13 +269,15 @@ async def write(ctx: CallContext, inp: WriteFile) -> FileContent:
 @group.syscall("sandbox.files.list", capability="sandbox.files.read")
 async def list_files(ctx: CallContext, inp: ListFiles) -> FileList:
     """Entries under a directory, ``depth`` levels deep; symlinks are listed, not followed."""
-    return FileList(items=(await _files(ctx, inp.sandbox)).list(inp.path, inp.depth))
+    files = await _files(ctx, inp.sandbox)
+    return FileList(items=await asyncio.to_thread(files.list, inp.path, inp.depth))
 
 
 @group.syscall("sandbox.files.remove", capability="sandbox.files.write", mutating=True)
 async def remove(ctx: CallContext, inp: RemoveFile) -> Empty:
     """Remove a file, or a directory with ``recursive``."""
-    (await _files(ctx, inp.sandbox)).remove(inp.path, inp.recursive)
+    files = await _files(ctx, inp.sandbox)
+    await asyncio.to_thread(files.remove, inp.path, inp.recursive)
     ctx.audit.update(sandbox=inp.sandbox, path=inp.path)
     return Empty()
 

@@ -119,7 +119,7 @@ class BwrapDriver(SandboxDriver):
     async def _spawn(
         self, spec: InstanceSpec, template: Template, ws: Workspace, cg: cgroups.Cgroup | None
     ) -> asyncio.subprocess.Process:
-        with self._fds(template, ws) as fds:
+        with self._fds(template, ws, spec.egress) as fds:
             argv = self._argv(spec, template, fds)
             if spec.egress:
                 sock = self.egress_socket(spec)
@@ -129,26 +129,39 @@ class BwrapDriver(SandboxDriver):
                     "--bind", str(sock), "/.ul/egress.sock",
                 ]  # fmt: skip
             with open(ws.root / "bwrap.log", "wb") as log:  # noqa: ASYNC230 - local, tiny
-                return await asyncio.create_subprocess_exec(
-                    *argv,
-                    stdin=asyncio.subprocess.PIPE,
-                    stdout=asyncio.subprocess.PIPE,
-                    stderr=log,
-                    env={},
-                    pass_fds=list(fds.values()),
-                    preexec_fn=_launcher(
-                        cg.join_paths() if cg else [],
-                        (spec.uid, spec.gid) if self.root else None,
-                    ),
+                spawn = asyncio.ensure_future(
+                    asyncio.create_subprocess_exec(
+                        *argv,
+                        stdin=asyncio.subprocess.PIPE,
+                        stdout=asyncio.subprocess.PIPE,
+                        stderr=log,
+                        env={},
+                        pass_fds=list(fds.values()),
+                        preexec_fn=_launcher(
+                            cg.join_paths() if cg else [],
+                            (spec.uid, spec.gid) if self.root else None,
+                        ),
+                    )
                 )
+                try:
+                    return await asyncio.shield(spawn)
+                except asyncio.CancelledError:
+                    # CPython 3.11 never finishes a subprocess cancelled while its pipes
+                    # connect: let the spawn complete, then kill it and drop its pipes
+                    # (the caller removes the cgroup, which kills anything left).
+                    _abandon(await spawn)
+                    raise
 
     @contextlib.contextmanager
-    def _fds(self, template: Template, ws: Workspace) -> Iterator[dict[str, int]]:
+    def _fds(self, template: Template, ws: Workspace, egress: bool) -> Iterator[dict[str, int]]:
+        """Descriptors bwrap binds; only those some argument consumes (others would leak
+        into the sandbox's init)."""
         fds: dict[str, int] = {}
         try:
             fds["ws"] = os.open(ws.path, os.O_PATH | os.O_DIRECTORY)
             fds["init"] = os.open(self.init, os.O_PATH)
-            fds["fwd"] = os.open(self.fwd, os.O_PATH)
+            if egress:
+                fds["fwd"] = os.open(self.fwd, os.O_PATH)
             fds["seccomp"] = seccomp.seccomp_fd(self.filter)
             if template.rootfs is not None:
                 fds["root"] = os.open(template.rootfs, os.O_PATH | os.O_DIRECTORY)
@@ -179,6 +192,7 @@ class BwrapDriver(SandboxDriver):
             argv += ["--ro-bind-fd", str(fds["root"]), "/"]
         argv += [
             "--proc", "/proc", "--dev", "/dev",
+            "--size", tmp_bytes, "--tmpfs", "/dev/shm",
             "--size", tmp_bytes, "--tmpfs", "/tmp",
             "--dir", "/run", "--tmpfs", "/.ul",
             "--bind-fd", str(fds["ws"]), WORKSPACE,
@@ -205,7 +219,10 @@ class BwrapDriver(SandboxDriver):
         if h.process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 h.process.kill()
-        await h.process.wait()
+        try:
+            await asyncio.wait_for(h.process.wait(), 5)
+        except TimeoutError:  # a pipe still held open somewhere: stop waiting for it
+            _abandon(h.process)
         h.workspace.release()
         if h.cgroup:
             await asyncio.to_thread(h.cgroup.remove)
@@ -261,6 +278,15 @@ def runtime_dir(home: Path, as_root: bool) -> Path:
         os.chmod(p, 0o711)
     (path / "home").write_text(str(home.resolve()) + "\n")  # which installation owns it
     return path
+
+
+def _abandon(process: asyncio.subprocess.Process) -> None:
+    """Kill ``process`` and close its pipes without waiting for them to drain."""
+    with contextlib.suppress(ProcessLookupError):
+        process.kill()
+    transport = getattr(process, "_transport", None)  # no public way to drop the pipes
+    if transport is not None:
+        transport.close()
 
 
 def _launcher(cgroup_procs: list[str], ids: tuple[int, int] | None) -> Callable[[], None]:
