@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs everything underlay needs on a fresh Debian machine: system packages
-# (bubblewrap, git), a virtualenv at .venv, and the package with its dev extras.
+# (bubblewrap, git, gcc and libc6-dev for the sandbox supervisor, e2fsprogs, debootstrap),
+# a virtualenv at .venv, and the package with its dev extras.
 # Safe to run again: each step is skipped when already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-for pkg in bubblewrap git; do
+for pkg in bubblewrap git gcc libc6-dev e2fsprogs debootstrap; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -237,3 +237,30 @@ async def test_warm_pool_hands_out_and_refills(ul: AsyncUnderlay, kernel: Kernel
     assert custom.id not in warm_ids
     await m.pool.wait_full()
     assert len(m.pool.ready) == 2
+
+
+async def test_files_watch_reports_changes_since_a_cursor(ul: AsyncUnderlay, sbx) -> None:  # type: ignore[no-untyped-def]
+    await ul.sandbox.files.write(sbx.id, "keep.txt", "1")
+    await ul.sandbox.files.write(sbx.id, "gone.txt", "1")
+    start = await ul.sandbox.files.watch(sbx.id)
+    assert start.events == [] and start.cursor
+    await ul.sandbox.commands.run(
+        sbx.id, "(sleep 0.3; mkdir d; echo new > d/new.txt; echo 22 > keep.txt; rm gone.txt) &"
+    )
+    seen = await ul.sandbox.files.watch(sbx.id, since=start.cursor, wait=5)
+    while len(seen.events) < 4:  # changes may land in more than one poll
+        more = await ul.sandbox.files.watch(sbx.id, since=start.cursor, wait=2)
+        if more.events == seen.events:
+            break
+        seen = more
+    got = {(e.path, e.type) for e in seen.events}
+    assert got == {
+        ("/workspace/d", "created"),
+        ("/workspace/d/new.txt", "created"),
+        ("/workspace/keep.txt", "modified"),
+        ("/workspace/gone.txt", "removed"),
+    }
+    quiet = await ul.sandbox.files.watch(sbx.id, since=seen.cursor, wait=0.3)
+    assert quiet.events == []
+    with pytest.raises(errors.NotFound):
+        await ul.sandbox.files.watch(sbx.id, since="watch_nope")

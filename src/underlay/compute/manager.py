@@ -33,6 +33,7 @@ from underlay.compute.models import CreateSandbox, Limits, Network, Sandbox
 from underlay.compute.pool import WarmPool
 from underlay.compute.snapshots import Snapshots
 from underlay.compute.uids import UidRegistry
+from underlay.compute.watch import Watches
 from underlay.config import ComputeConfig
 from underlay.storage import schema
 from underlay.types import Money, new_id
@@ -64,6 +65,7 @@ class ComputeManager:
         self.pool = WarmPool(self, config.pool_size, config.pool_template)
         self.driver_home = kernel.config.home / "compute"  # snapshots: the host's only
         self.snapshots = Snapshots(self)
+        self.watches = Watches()
 
     # -- lifecycle of the manager -------------------------------------------------
 
@@ -302,6 +304,7 @@ class ComputeManager:
                 await run.cancel()
             inst = self.instances.pop(row.id, None)
             self._metered.pop(row.id, None)
+            self.watches.forget(row.id)
             self._meter_locks.pop(row.id, None)
             if inst is not None:
                 await (self.driver.destroy(inst) if destroy else self.driver.stop(inst))

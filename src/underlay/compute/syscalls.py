@@ -30,6 +30,7 @@ from underlay.compute.models import (
     CommandResult,
     CreateSandbox,
     FileContent,
+    FileEvents,
     FileList,
     FilePath,
     ForkSnapshot,
@@ -48,6 +49,7 @@ from underlay.compute.models import (
     SetTimeout,
     Snapshot,
     SnapshotRef,
+    WatchFiles,
     WriteFile,
 )
 from underlay.kernel.context import CallContext
@@ -271,6 +273,14 @@ async def list_files(ctx: CallContext, inp: ListFiles) -> FileList:
     """Entries under a directory, ``depth`` levels deep; symlinks are listed, not followed."""
     files = await _files(ctx, inp.sandbox)
     return FileList(items=await asyncio.to_thread(files.list, inp.path, inp.depth))
+
+
+@group.syscall("sandbox.files.watch", capability="sandbox.files.read", policy=SLOW)
+async def watch(ctx: CallContext, inp: WatchFiles) -> FileEvents:
+    """Paths created, modified or removed under ``path`` since ``since`` (waits ``wait`` s)."""
+    m = await ctx.kernel.compute()
+    files = await _files(ctx, inp.sandbox)
+    return await m.watches.watch(inp.sandbox, files, inp.path, inp.since, inp.wait)
 
 
 @group.syscall("sandbox.files.remove", capability="sandbox.files.write", mutating=True)
