@@ -33,6 +33,7 @@ import argparse
 import asyncio
 import contextlib
 import functools
+import inspect
 import json
 import os
 import re
@@ -102,16 +103,18 @@ async def ensure_template(home: Path) -> Path:
         await kernel.close()
 
 
-async def create_first_exec(ul: AsyncUnderlay) -> float:
-    """Seconds from just before ``sandbox.create`` until ``echo hi``'s output is back."""
+async def create_first_exec(ul: AsyncUnderlay) -> tuple[float, float]:
+    """Seconds from just before ``sandbox.create`` until ``echo hi``'s output is back,
+    and the part of it that ``sandbox.create`` took."""
     t0 = time.perf_counter()
     sbx = await ul.sandbox.create(template=TEMPLATE)
+    t1 = time.perf_counter()
     res = await ul.sandbox.commands.run(sbx.id, "echo hi")
-    took = time.perf_counter() - t0
+    t2 = time.perf_counter()
     if res.stdout != "hi\n" or res.exit_code != 0:
         raise SystemExit(f"unexpected result of echo hi: {res!r}")
     await ul.sandbox.destroy(sbx.id)
-    return took
+    return t2 - t0, t1 - t0
 
 
 async def creates_per_s(ul: AsyncUnderlay, seconds: float, creators: int) -> float:
@@ -136,7 +139,7 @@ async def underlay_cold(home: Path, runs: int, seconds: float, creators: int) ->
     try:
         for _ in range(5):  # warm-up: imports, caches, first cgroup and mount
             await create_first_exec(ul)
-        cold = [await create_first_exec(ul) for _ in range(runs)]
+        cold, create = zip(*[await create_first_exec(ul) for _ in range(runs)], strict=True)
         say(f"  cold: {runs} runs done")
         sbx = await ul.sandbox.create(template=TEMPLATE, persistent=True)
         try:
@@ -153,7 +156,7 @@ async def underlay_cold(home: Path, runs: int, seconds: float, creators: int) ->
         say(f"  round-trip: {runs} runs done")
         rate = await creates_per_s(ul, seconds, creators)
         say(f"  creates/s without pool: {rate:.1f}")
-        return {"cold": cold, "rtt": rtt, "rate": rate}
+        return {"cold": list(cold), "create": list(create), "rtt": rtt, "rate": rate}
     finally:
         await kernel.close()
 
@@ -169,10 +172,12 @@ async def underlay_warm(
             await wp.wait_full()
             await create_first_exec(ul)
         handed = wp.handed_out
-        warm = []
+        warm, create = [], []
         for _ in range(runs):
             await wp.wait_full()
-            warm.append(await create_first_exec(ul))
+            total, part = await create_first_exec(ul)
+            warm.append(total)
+            create.append(part)
         if wp.handed_out - handed != runs:
             raise SystemExit(f"only {wp.handed_out - handed} of {runs} creates hit the pool")
         say(f"  warm: {runs} runs done, every create a hand-out")
@@ -180,7 +185,7 @@ async def underlay_warm(
         handed = wp.handed_out
         rate = await creates_per_s(ul, seconds, creators)
         say(f"  creates/s with a pool of {pool}: {rate:.1f} ({wp.handed_out - handed} hand-outs)")
-        return {"warm": warm, "rate": rate}
+        return {"warm": warm, "create": create, "rate": rate}
     finally:
         await kernel.close()
 
@@ -324,7 +329,7 @@ def _timed(spent: dict[str, float], owner: Any, attr: str, label: str) -> None:
     if f is None:
         say(f"  (profile: {owner.__name__}.{attr} not found; skipped)")
         return
-    if asyncio.iscoroutinefunction(f):
+    if inspect.iscoroutinefunction(f):
 
         @functools.wraps(f)
         async def wrapped_async(*a: Any, **k: Any) -> Any:
@@ -501,6 +506,8 @@ def main() -> None:
         "podman_p95_ms": ms(pm_out, 0.95) if pm_out else None,
         "podman_exit_p50_ms": ms(pm_exit, 0.5) if pm_exit else None,
         "podman_runs": len(pm_out),
+        "cold_create_p50_ms": ms(cold["create"], 0.5),
+        "warm_create_p50_ms": ms(warm["create"], 0.5),
         "creates_per_s_cold": round(cold["rate"], 1),
         "creates_per_s_warm": round(warm["rate"], 1),
         "creates_per_s_best": best,

@@ -21,6 +21,7 @@ import logging
 import os
 from decimal import Decimal
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, update
@@ -53,6 +54,7 @@ class ComputeManager:
         self.driver = driver
         self.config = config
         self.instances: dict[str, Instance] = {}
+        self._cache: dict[str, SimpleNamespace] = {}  # records of this host's instances
         self.proxies: dict[str, EgressProxy] = {}
         self._metered: dict[str, tuple[float, float]] = {}  # sandbox: (time, cpu) last charged
         self._meter_locks: dict[str, asyncio.Lock] = {}
@@ -225,21 +227,33 @@ class ComputeManager:
             self.release_uid(inst.spec.uid)
             raise
         self.instances[inst.id] = inst
+        self._remember(row)
         self.pool.refill()
         return sandbox_model(row)
 
     async def row(self, principal: Principal, sid: str, *, live: bool = True) -> Any:
-        """The record of ``sid`` if ``principal`` may use it (own, or ``compute.admin``)."""
-        async with self.kernel.db.read() as conn:
-            r = (
-                await conn.execute(select(S).where(S.c.id == sid, S.c.org_id == principal.org_id))
-            ).first()
+        """The record of ``sid`` if ``principal`` may use it (own, or ``compute.admin``).
+
+        Records of sandboxes with an instance on this host come from memory: only this
+        host changes them (through ``_set``), so the copy is never stale.
+        """
+        r = self._cache.get(sid)
+        if r is None or r.org_id != principal.org_id:
+            async with self.kernel.db.read() as conn:
+                found = await conn.execute(
+                    select(S).where(S.c.id == sid, S.c.org_id == principal.org_id)
+                )
+                r = found.first()
         if r is None or (live and r.state == "destroyed"):
             raise errors.NotFound(f"no sandbox {sid!r}", field="sandbox")
         mine = r.owner_kind == principal.kind and r.owner_id == principal.id
         if not mine and principal.kind != "human" and not principal.allows("compute.admin"):
             raise errors.PermissionDenied(f"sandbox {sid} belongs to another principal")
         return r
+
+    def _remember(self, row: Any) -> None:
+        mapping = row if isinstance(row, dict) else dict(row._mapping)
+        self._cache[mapping["id"]] = SimpleNamespace(**mapping)
 
     async def _row_any(self, sid: str) -> Any:
         async with self.kernel.db.read() as conn:
@@ -248,6 +262,10 @@ class ComputeManager:
     async def _set(self, sid: str, **values: Any) -> None:
         async with self.kernel.db.write() as conn:
             await conn.execute(update(S).where(S.c.id == sid).values(**values))
+        cached = self._cache.get(sid)
+        if cached is not None:
+            for key, value in values.items():
+                setattr(cached, key, value)
 
     def lock(self, sid: str) -> asyncio.Lock:
         return self._locks.setdefault(sid, asyncio.Lock())
@@ -268,6 +286,7 @@ class ComputeManager:
             network = Network(**row.network) if row.network else None
             inst = await self._start(self._spec_of(row), network)
             self.instances[row.id] = inst
+            self._remember(row)
             await self._set(row.id, state="running")
             return inst
 
@@ -303,6 +322,7 @@ class ComputeManager:
             for run in self.commands.pop(row.id, {}).values():
                 await run.cancel()
             inst = self.instances.pop(row.id, None)
+            self._cache.pop(row.id, None)
             self._metered.pop(row.id, None)
             self.watches.forget(row.id)
             self._meter_locks.pop(row.id, None)
@@ -420,8 +440,14 @@ class ComputeManager:
 
 
 def sandbox_model(row: Any) -> Sandbox:
-    """The caller's view of a ``sandboxes`` row (a Row or the dict that was inserted)."""
-    r: dict[str, Any] = row if isinstance(row, dict) else dict(row._mapping)
+    """The caller's view of a ``sandboxes`` record (a Row, a cached copy, or a dict)."""
+    r: dict[str, Any] = (
+        row
+        if isinstance(row, dict)
+        else vars(row)
+        if isinstance(row, SimpleNamespace)
+        else dict(row._mapping)
+    )
     return Sandbox(
         id=r["id"],
         template=r["template"],
