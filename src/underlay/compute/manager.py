@@ -237,7 +237,7 @@ class ComputeManager:
         Records of sandboxes with an instance on this host come from memory: only this
         host changes them (through ``_set``), so the copy is never stale.
         """
-        r = self._cache.get(sid)
+        r: Any = self._cache.get(sid)
         if r is None or r.org_id != principal.org_id:
             async with self.kernel.db.read() as conn:
                 found = await conn.execute(
