@@ -181,26 +181,38 @@ class ComputeManager:
             raise errors.LimitExceeded(
                 f"this host runs at most {self.config.max_sandboxes} sandboxes", field="sandbox"
             )
-        inst = self.pool.take(inp)
-        if inst is None:
-            sid = new_id("sbx")
-            uid = self.allocate_uid(sid)
-            try:
-                inst = await self._start(self.spec(sid, inp, uid), inp.network)
-            except BaseException:
-                self.release_uid(uid)
-                raise
-        if not inst.enforced and self.config.require_limits:
-            await self.driver.destroy(inst)
-            self.release_uid(inst.spec.uid)
-            raise errors.Unavailable(
+        warm = self.pool.take(inp)
+        sid = warm.id if warm else new_id("sbx")
+        uid = warm.spec.uid if warm else self.allocate_uid(sid)
+        row = self._new_record(principal, inp, sid, uid)
+        # the record is written while the sandbox starts: neither waits for the other
+        started, written = await asyncio.gather(
+            _ready(warm) if warm else self._start(self.spec(sid, inp, uid), inp.network),
+            self._insert(row),
+            return_exceptions=True,
+        )
+        failure = next((r for r in (started, written) if isinstance(r, BaseException)), None)
+        if isinstance(started, Instance) and not started.enforced and self.config.require_limits:
+            failure = errors.Unavailable(
                 "this host cannot enforce sandbox limits (cgroups need root); set "
                 "compute.require_limits: false to run without them"
             )
+        if failure is not None:
+            await asyncio.shield(self._abort_create(row, started, written))
+            raise failure
+        assert isinstance(started, Instance)
+        self.instances[sid] = started
+        self._remember(row)
+        self.pool.refill()
+        return sandbox_model(row)
+
+    def _new_record(
+        self, principal: Principal, inp: CreateSandbox, sid: str, uid: int
+    ) -> dict[str, Any]:
         now = self.kernel.clock.now()
         env = {k: v.get_secret_value() for k, v in inp.env.items()}
-        row = dict(
-            id=inst.id,
+        return dict(
+            id=sid,
             org_id=principal.org_id,
             owner_kind=principal.kind,
             owner_id=principal.id,
@@ -212,24 +224,28 @@ class ComputeManager:
             env_sealed=self.kernel.sealer.seal(json.dumps(env).encode()),
             env_names=sorted(env),
             network=inp.network.model_dump() if inp.network else None,
-            host_uid=inst.spec.uid,
+            host_uid=uid,
             created_at=now,
             expires_at=now + inp.timeout if inp.timeout else None,
             billed_seconds=0.0,
             billed_cpu_seconds=0.0,
             meter_seq=0,
         )
-        try:
-            async with self.kernel.db.write() as conn:
-                await conn.execute(S.insert().values(**row))
-        except BaseException:
-            await self.driver.destroy(inst)
-            self.release_uid(inst.spec.uid)
-            raise
-        self.instances[inst.id] = inst
-        self._remember(row)
-        self.pool.refill()
-        return sandbox_model(row)
+
+    async def _insert(self, row: dict[str, Any]) -> None:
+        async with self.kernel.db.write() as conn:
+            await conn.execute(S.insert().values(**row))
+
+    async def _abort_create(self, row: dict[str, Any], started: Any, written: Any) -> None:
+        """Undo what half of a failed create did: no instance, record or uid is left."""
+        if isinstance(started, Instance):
+            await self.driver.destroy(started)
+            proxy = self.proxies.pop(started.id, None)
+            if proxy is not None:
+                await proxy.close()
+        if not isinstance(written, BaseException):
+            await self._set(row["id"], state="destroyed", destroyed_at=self.kernel.clock.now())
+        self.release_uid(row["host_uid"])
 
     async def row(self, principal: Principal, sid: str, *, live: bool = True) -> Any:
         """The record of ``sid`` if ``principal`` may use it (own, or ``compute.admin``).
@@ -437,6 +453,10 @@ class ComputeManager:
                     await self._meter(await self._row_any(sid))
                 except Exception:  # one sandbox's failure must not stop the others' metering
                     log.exception("metering sandbox %s failed", sid)
+
+
+async def _ready(inst: Instance) -> Instance:
+    return inst
 
 
 def sandbox_model(row: Any) -> Sandbox:

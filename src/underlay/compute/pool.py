@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from underlay.compute.manager import ComputeManager
 
 log = logging.getLogger("underlay.compute.pool")
+REFILL_DELAY_S = 0.1
 
 
 class WarmPool:
@@ -61,7 +62,9 @@ class WarmPool:
             self._filler = asyncio.create_task(self._fill_forever())
 
     def refill(self) -> None:
-        self._wake.set()
+        """Refill soon, not now: starting a replacement on the event loop right after a
+        hand-out would slow the caller who just got one."""
+        asyncio.get_running_loop().call_later(REFILL_DELAY_S, self._wake.set)
 
     async def _fill_forever(self) -> None:
         while True:

@@ -11,20 +11,21 @@ denies the kernel interfaces sandboxed code has no business using.
 Inside runs ``ulinit``, a small static supervisor that starts commands on request over
 a pipe (``compute.supervisor``). When the host runs as root, every sandbox also gets
 its own unprivileged host uid (so an escape lands nowhere) and a cgroup with memory,
-pids and CPU limits, joined before ``bwrap`` starts; bwrap's own file descriptors bind
-the workspace, ``/etc`` and ``ulinit``, so the uid needs no access to the host's paths.
+pids and CPU limits, joined before ``bwrap`` starts (by ``ullaunch``, a static helper,
+so that the host process can spawn with vfork instead of copying itself). bwrap's own
+file descriptors bind the workspace, ``/etc`` and ``ulinit``, so the uid needs no
+access to the host's paths.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import hashlib
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,8 +40,6 @@ from underlay.compute.templates import SANDBOX_USER, Template, TemplateStore
 from underlay.compute.workspace import Workspace, can_mount
 
 READY_TIMEOUT_S = 10.0
-_libc = ctypes.CDLL(None, use_errno=True)
-_PR_SET_DUMPABLE = 4
 
 
 @dataclass
@@ -62,6 +61,7 @@ class BwrapDriver(SandboxDriver):
         self.cgroup_cls = cgroups.detect()
         self.init = ulinit_path(shared / "bin")
         self.fwd = static_binary("ulfwd", shared / "bin")
+        self.launcher = static_binary("ullaunch", shared / "bin")
         self.filter = seccomp.build_filter()
 
     def templates(self) -> list[str]:
@@ -128,19 +128,18 @@ class BwrapDriver(SandboxDriver):
                     "--ro-bind-fd", str(fds["fwd"]), "/.ul/fwd",
                     "--bind", str(sock), "/.ul/egress.sock",
                 ]  # fmt: skip
+            ids = [str(spec.uid), str(spec.gid)] if self.root else ["-", "-"]
+            launch = [str(self.launcher), *ids, *(cg.join_paths() if cg else []), "--"]
             with open(ws.root / "bwrap.log", "wb") as log:  # noqa: ASYNC230 - local, tiny
                 spawn = asyncio.ensure_future(
                     asyncio.create_subprocess_exec(
+                        *launch,
                         *argv,
                         stdin=asyncio.subprocess.PIPE,
                         stdout=asyncio.subprocess.PIPE,
                         stderr=log,
                         env={},
                         pass_fds=list(fds.values()),
-                        preexec_fn=_launcher(
-                            cg.join_paths() if cg else [],
-                            (spec.uid, spec.gid) if self.root else None,
-                        ),
                     )
                 )
                 try:
@@ -287,25 +286,3 @@ def _abandon(process: asyncio.subprocess.Process) -> None:
     transport = getattr(process, "_transport", None)  # no public way to drop the pipes
     if transport is not None:
         transport.close()
-
-
-def _launcher(cgroup_procs: list[str], ids: tuple[int, int] | None) -> Callable[[], None]:
-    """Runs in the forked child before exec: join the cgroups, then drop to the uid."""
-
-    def prepare() -> None:
-        pid = str(os.getpid()).encode()
-        for path in cgroup_procs:
-            fd = os.open(path, os.O_WRONLY)
-            try:
-                os.write(fd, pid)
-            finally:
-                os.close(fd)
-        if ids is not None:
-            os.setgroups([])
-            os.setgid(ids[1])
-            os.setuid(ids[0])
-            # a uid change makes the process non-dumpable, which hides /proc/self/fd from
-            # it, and bwrap reaches the descriptors it is given through that directory
-            _libc.prctl(_PR_SET_DUMPABLE, 1, 0, 0, 0)
-
-    return prepare
