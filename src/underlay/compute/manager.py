@@ -233,8 +233,8 @@ class ComputeManager:
         )
 
     async def _insert(self, row: dict[str, Any]) -> None:
-        async with self.kernel.db.write() as conn:
-            await conn.execute(S.insert().values(**row))
+        statement = S.insert().values(**row)
+        await self.kernel.db.run_write(lambda conn: conn.execute(statement))
 
     async def _abort_create(self, row: dict[str, Any], started: Any, written: Any) -> None:
         """Undo what half of a failed create did: no instance, record or uid is left."""
@@ -276,8 +276,8 @@ class ComputeManager:
             return (await conn.execute(select(S).where(S.c.id == sid))).one()
 
     async def _set(self, sid: str, **values: Any) -> None:
-        async with self.kernel.db.write() as conn:
-            await conn.execute(update(S).where(S.c.id == sid).values(**values))
+        statement = update(S).where(S.c.id == sid).values(**values)
+        await self.kernel.db.run_write(lambda conn: conn.execute(statement))
         cached = self._cache.get(sid)
         if cached is not None:
             for key, value in values.items():

@@ -14,11 +14,12 @@ import json
 import re
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from underlay.storage import schema
+from underlay.storage.engine import Database
 
 GENESIS = "0" * 64
 REDACTED = "[redacted]"
@@ -65,41 +66,42 @@ _HASHED = (
 )
 
 
-async def append(conn: AsyncConnection, *, is_sqlite: bool, **event: Any) -> dict[str, Any]:
-    """Append one event to its org's chain inside the caller's write transaction."""
+def append(conn: Connection, *, is_sqlite: bool, **event: Any) -> dict[str, Any]:
+    """Append one event to its org's chain inside the caller's write transaction
+    (synchronous: run it with ``Database.run_write`` or ``AsyncConnection.run_sync``)."""
     event["detail"] = redact(event.get("detail") or {})
     org_id = event["org_id"]
-    head_q = select(schema.audit_heads).where(schema.audit_heads.c.org_id == org_id)
+    heads = schema.audit_heads
+    head_q = select(heads).where(heads.c.org_id == org_id)
     if not is_sqlite:
         head_q = head_q.with_for_update()
-    head = (await conn.execute(head_q)).first()
+    head = conn.execute(head_q).first()
     if head is None and not is_sqlite:
         # The org's first event: concurrent first appends must not both start the chain.
         # Create the head (seq 0) if absent, then lock it like any later append does.
         try:
-            async with conn.begin_nested():
-                await conn.execute(
-                    schema.audit_heads.insert().values(org_id=org_id, seq=0, hash=GENESIS)
-                )
+            with conn.begin_nested():
+                conn.execute(heads.insert().values(org_id=org_id, seq=0, hash=GENESIS))
         except IntegrityError:
             pass  # a concurrent first append created it
-        head = (await conn.execute(head_q)).first()
-    if head is None:
-        seq, prev = 1, GENESIS
-    else:
-        seq, prev = head.seq + 1, head.hash
+        head = conn.execute(head_q).first()
+    seq, prev = (1, GENESIS) if head is None else (head.seq + 1, head.hash)
     event["seq"] = seq
     digest = event_hash(event, prev)
-    await conn.execute(schema.audit_events.insert().values(**event, prev_hash=prev, hash=digest))
+    conn.execute(schema.audit_events.insert().values(**event, prev_hash=prev, hash=digest))
     if head is None:
-        await conn.execute(schema.audit_heads.insert().values(org_id=org_id, seq=seq, hash=digest))
+        conn.execute(heads.insert().values(org_id=org_id, seq=seq, hash=digest))
     else:
-        await conn.execute(
-            schema.audit_heads.update()
-            .where(schema.audit_heads.c.org_id == org_id)
-            .values(seq=seq, hash=digest)
+        conn.execute(
+            heads.update().where(heads.c.org_id == org_id).values(seq=seq, hash=digest)
         )
     return {**event, "prev_hash": prev, "hash": digest}
+
+
+async def record(db: Database, **event: Any) -> dict[str, Any]:
+    """Append one event in a transaction of its own, durable when this returns."""
+    is_sqlite = db.is_sqlite
+    return await db.run_write(lambda conn: append(conn, is_sqlite=is_sqlite, **event))
 
 
 async def verify(conn: AsyncConnection, org_id: str) -> dict[str, Any]:

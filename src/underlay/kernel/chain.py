@@ -106,20 +106,18 @@ async def _write_audit(k: Kernel, call: Call, outcome: str, code: str | None) ->
         detail["cost"] = str(call.cost)
     if call.idempotency_key:
         detail["idempotency_key"] = call.idempotency_key
-    async with k.db.write() as conn:
-        await audit_log.append(
-            conn,
-            is_sqlite=k.db.is_sqlite,
-            org_id=call.principal.org_id,
-            ts=k.clock.now(),
-            actor_kind=call.principal.kind,
-            actor_id=call.principal.id,
-            syscall=call.syscall.name,
-            outcome=outcome,
-            error_code=code,
-            detail=detail,
-            trace_id=call.trace_id,
-        )
+    await audit_log.record(
+        k.db,
+        org_id=call.principal.org_id,
+        ts=k.clock.now(),
+        actor_kind=call.principal.kind,
+        actor_id=call.principal.id,
+        syscall=call.syscall.name,
+        outcome=outcome,
+        error_code=code,
+        detail=detail,
+        trace_id=call.trace_id,
+    )
 
 
 async def authorize(k: Kernel, call: Call, nxt: Next) -> BaseModel:

@@ -180,20 +180,18 @@ class Kernel:
     ) -> None:
         """Append an audit event for something a layer observed outside a syscall (an
         egress request, a sandbox stopped for lack of budget); redacted like any event."""
-        async with self.db.write() as conn:
-            await audit_log.append(
-                conn,
-                is_sqlite=self.db.is_sqlite,
-                org_id=org_id,
-                ts=self.clock.now(),
-                actor_kind=actor[0],
-                actor_id=actor[1],
-                syscall=event,
-                outcome=outcome,
-                error_code=error_code,
-                detail=detail,
-                trace_id=None,
-            )
+        await audit_log.record(
+            self.db,
+            org_id=org_id,
+            ts=self.clock.now(),
+            actor_kind=actor[0],
+            actor_id=actor[1],
+            syscall=event,
+            outcome=outcome,
+            error_code=error_code,
+            detail=detail,
+            trace_id=None,
+        )
 
     async def compute(self) -> ComputeManager:
         """The compute layer of this host, started on first use (driver, pool, loops)."""

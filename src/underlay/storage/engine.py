@@ -6,6 +6,8 @@ Guarantees:
   ``BEGIN IMMEDIATE``; PostgreSQL ``READ COMMITTED`` with row locks taken by the caller).
   When the block exits without error the transaction is committed, and with SQLite's
   ``synchronous=FULL`` in WAL mode the commit is on disk before ``write()`` returns.
+* ``run_write(work)`` gives the same guarantees for a synchronous ``work(connection)``;
+  on SQLite it runs in one hop to a dedicated thread (the audit trail's append uses it).
 * ``read()`` sees committed data only and never takes the write lock.
 * Lock contention beyond the busy timeout surfaces as ``errors.Busy`` (retryable);
   other driver errors are translated to ``errors.Unavailable`` at this boundary.
@@ -13,17 +15,21 @@ Guarantees:
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import NullPool, StaticPool
 
 from underlay import errors
+
+T = TypeVar("T")
 
 
 def async_url(url: str) -> str:
@@ -50,8 +56,18 @@ class Database:
         else:
             kwargs.update(pool_size=pool_size, max_overflow=pool_size * 2, pool_pre_ping=True)
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
+        self._direct: Engine | None = None
+        self._direct_thread: ThreadPoolExecutor | None = None
         if self.is_sqlite:
-            _configure_sqlite(self.engine, busy_timeout_ms)
+            _configure_sqlite(self.engine.sync_engine, busy_timeout_ms)
+            # one thread and connection for small hot write transactions (``run_write``)
+            self._direct = create_engine(
+                self.url.replace("sqlite+aiosqlite", "sqlite", 1),
+                connect_args={"timeout": busy_timeout_ms / 1000, "check_same_thread": False},
+                poolclass=StaticPool,
+            )
+            _configure_sqlite(self._direct, busy_timeout_ms)
+            self._direct_thread = ThreadPoolExecutor(1, thread_name_prefix="underlay-sqlite")
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
@@ -69,13 +85,36 @@ class Database:
             async with self.engine.connect() as conn:
                 yield conn
 
+    async def run_write(self, work: Callable[[Connection], T]) -> T:
+        """Run ``work`` in one write transaction, committed durably before this returns.
+
+        On SQLite the whole transaction runs in one hop to a dedicated thread and
+        connection (each statement through aiosqlite would be a hop of its own, which costs
+        several times the commit itself); elsewhere it runs on the async connection.
+        """
+        if self._direct is None or self._direct_thread is None:
+            async with self.write() as conn:
+                return await conn.run_sync(work)
+        engine = self._direct
+
+        def transaction() -> T:
+            with engine.connect() as conn:
+                conn = conn.execution_options(underlay_write=True)
+                with conn.begin():
+                    return work(conn)
+
+        async with _translated():
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._direct_thread, transaction)
+
     async def dispose(self) -> None:
         await self.engine.dispose()
+        if self._direct is not None and self._direct_thread is not None:
+            self._direct_thread.submit(self._direct.dispose).result()
+            self._direct_thread.shutdown()
 
 
-def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
-    sync_engine = engine.sync_engine
-
+def _configure_sqlite(sync_engine: Engine, busy_timeout_ms: int) -> None:
     @event.listens_for(sync_engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         # Take over transaction control from pysqlite so BEGIN IMMEDIATE is ours.
