@@ -55,6 +55,7 @@ class ComputeManager:
         self.config = config
         self.instances: dict[str, Instance] = {}
         self._cache: dict[str, SimpleNamespace] = {}  # records of this host's instances
+        self._currencies: dict[str, str] = {}
         self.proxies: dict[str, EgressProxy] = {}
         self._metered: dict[str, tuple[float, float]] = {}  # sandbox: (time, cpu) last charged
         self._meter_locks: dict[str, asyncio.Lock] = {}
@@ -272,6 +273,9 @@ class ComputeManager:
         self._cache[mapping["id"]] = SimpleNamespace(**mapping)
 
     async def _row_any(self, sid: str) -> Any:
+        cached = self._cache.get(sid)
+        if cached is not None:
+            return cached
         async with self.kernel.db.read() as conn:
             return (await conn.execute(select(S).where(S.c.id == sid))).one()
 
@@ -440,10 +444,13 @@ class ComputeManager:
         return False
 
     async def _currency(self, org_id: str) -> str:
-        from underlay.identity import service as identity
+        """The org's currency (fixed when the org is created, so it is kept once read)."""
+        if org_id not in self._currencies:
+            from underlay.identity import service as identity
 
-        async with self.kernel.db.read() as conn:
-            return await identity.org_currency(conn, org_id)
+            async with self.kernel.db.read() as conn:
+                self._currencies[org_id] = await identity.org_currency(conn, org_id)
+        return self._currencies[org_id]
 
     async def _meter_loop(self) -> None:
         while True:

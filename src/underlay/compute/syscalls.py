@@ -105,7 +105,7 @@ async def destroy(ctx: CallContext, inp: SandboxRef) -> Sandbox:
     m = await ctx.kernel.compute()
     row = await m.row(ctx.principal, inp.sandbox)
     await m.end(row, destroy=True)
-    return sandbox_model(await _row(ctx, inp.sandbox, live=False))
+    return sandbox_model(row).model_copy(update={"state": "destroyed"})
 
 
 @group.syscall("sandbox.pause", mutating=True)
