@@ -28,9 +28,15 @@ def home(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def config(home: Path, tmp_path: Path) -> Config:
+def compute_settings() -> dict[str, object] | None:
+    """The ``compute:`` settings of the test installation (a test package may override)."""
+    return None
+
+
+@pytest.fixture
+def config(home: Path, tmp_path: Path, compute_settings: dict[str, object] | None) -> Config:
     url = databases.fresh_database_url(tmp_path)
-    cfg = Config.load(home=home, database_url=url)
+    cfg = Config.load(home=home, database_url=url, compute=compute_settings)
     yield cfg
     databases.drop_database(url)
 
