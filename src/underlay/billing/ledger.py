@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, select
+from sqlalchemy import Connection, and_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -79,21 +79,7 @@ class Ledger:
     async def _account_id(
         self, conn: AsyncConnection, org_id: str, owner: Owner, currency: str
     ) -> str | None:
-        q = select(A.c.id).where(
-            A.c.org_id == org_id,
-            A.c.owner_kind == owner[0],
-            A.c.owner_id == owner[1],
-            A.c.currency == currency,
-        )
-        return (await conn.execute(q)).scalar()
-
-    async def account_id(
-        self, conn: AsyncConnection, org_id: str, owner: Owner, currency: str
-    ) -> str:
-        found = await self._account_id(conn, org_id, owner, currency)
-        if not found:
-            raise errors.NotFound(f"no {currency} account for {owner[0]} {owner[1]}")
-        return found
+        return await conn.run_sync(_account_of, org_id, owner, currency)
 
     async def balance(self, org_id: str, owner: Owner, currency: str) -> Balance:
         async with self.db.read() as conn:
@@ -146,63 +132,12 @@ class Ledger:
         pending_ttl: float | None,
         memo: str,
     ) -> dict[str, Any]:
-        kind = "pending" if pending_ttl is not None else "single"
-        units = amount.to_units()
-        async with self.db.write() as conn:
-            existing = await self._find(conn, org_id, transfer_id)
-            debit_id = await self.account_id(conn, org_id, debit, amount.currency)
-            credit_id = await self.account_id(conn, org_id, credit, amount.currency)
-            row = dict(
-                id=transfer_id,
-                org_id=org_id,
-                kind=kind,
-                debit_account_id=debit_id,
-                credit_account_id=credit_id,
-                amount=units,
-                currency=amount.currency,
-                pending_seq=None,
-                memo=memo[:500],
-                created_at=self.now(),
-                expires_at=self.now() + pending_ttl if pending_ttl is not None else None,
+        now = self.now()
+        return await self.db.run_write(
+            lambda conn: _transfer_in(
+                conn, org_id, transfer_id, debit, credit, amount, pending_ttl, memo, now
             )
-            if existing is not None:
-                return _same_or_conflict(existing, row)
-            if debit_id == credit_id:
-                raise errors.InvalidInput("debit and credit accounts are the same", field="to")
-            pending_col, posted_col = (
-                ("debits_pending", "credits_pending")
-                if kind == "pending"
-                else ("debits_posted", "credits_posted")
-            )
-            await self._debit(conn, debit_id, pending_col, units, debit, amount)
-            await _add(conn, credit_id, posted_col, units)
-            inserted = await conn.execute(T.insert().values(**row))
-            row["seq"] = _seq(inserted)
-            return row
-
-    async def _debit(
-        self,
-        conn: AsyncConnection,
-        account_id: str,
-        column: str,
-        units: int,
-        owner: Owner,
-        amount: Money,
-    ) -> None:
-        col = A.c[column]
-        res = await conn.execute(
-            A.update()
-            .where(
-                A.c.id == account_id,
-                (A.c.allow_negative == True)  # noqa: E712  (SQL expression, not Python)
-                | (A.c.credits_posted - A.c.debits_posted - A.c.debits_pending >= units),
-            )
-            .values({column: col + units})
         )
-        if res.rowcount != 1:
-            raise errors.BudgetExceeded(
-                f"{owner[0]} {owner[1]} has less than {amount} available", needed=str(amount)
-            )
 
     async def resolve(
         self,
@@ -214,41 +149,10 @@ class Ledger:
         memo: str = "",
     ) -> dict[str, Any]:
         """Post (all, or ``post`` of it) or void a pending transfer, exactly once."""
-        async with self.db.write() as conn:
-            pending = await self._find(conn, org_id, pending_id)
-            if pending is None or pending["kind"] != "pending":
-                raise errors.NotFound(f"no pending transfer {pending_id!r}", field="pending_id")
-            units = pending["amount"] if post is None else post.to_units()
-            if void:
-                units = 0
-            elif post is not None and post.currency != pending["currency"]:
-                raise errors.InvalidInput("currency differs from the hold", field="amount")
-            if not 0 <= units <= pending["amount"]:
-                raise errors.InvalidInput("cannot post more than was held", field="amount")
-            row = dict(
-                id=f"{pending_id}:{'void' if void else 'post'}",
-                org_id=org_id,
-                kind="void" if void else "post",
-                debit_account_id=pending["debit_account_id"],
-                credit_account_id=pending["credit_account_id"],
-                amount=units,
-                currency=pending["currency"],
-                pending_seq=pending["seq"],
-                expires_at=None,
-                memo=memo[:500],
-                created_at=self.now(),
-            )
-            try:
-                inserted = await conn.execute(T.insert().values(**row))
-            except IntegrityError:
-                raise errors.Conflict(f"transfer {pending_id!r} is already resolved") from None
-            row["seq"] = _seq(inserted)
-            held = pending["amount"]
-            await _add(conn, pending["debit_account_id"], "debits_pending", -held)
-            await _add(conn, pending["credit_account_id"], "credits_pending", -held)
-            await _add(conn, pending["debit_account_id"], "debits_posted", units)
-            await _add(conn, pending["credit_account_id"], "credits_posted", units)
-            return row
+        now = self.now()
+        return await self.db.run_write(
+            lambda conn: _resolve_in(conn, org_id, pending_id, post, void, memo, now)
+        )
 
     async def expire_holds(self) -> int:
         """Void every pending transfer past its expiry; return how many."""
@@ -269,25 +173,15 @@ class Ledger:
                 pass  # resolved meanwhile
         return count
 
-    async def _find(
-        self, conn: AsyncConnection, org_id: str, transfer_id: str
-    ) -> dict[str, Any] | None:
-        row = (
-            await conn.execute(select(T).where(and_(T.c.org_id == org_id, T.c.id == transfer_id)))
-        ).first()
-        return dict(row._mapping) if row else None
-
 
 def _seq(inserted: Any) -> int:
     """The ``seq`` the database gave a new transfer row."""
     return int(inserted.inserted_primary_key[0])
 
 
-async def _add(conn: AsyncConnection, account_id: str, column: str, units: int) -> None:
+def _add(conn: Connection, account_id: str, column: str, units: int) -> None:
     if units:
-        await conn.execute(
-            A.update().where(A.c.id == account_id).values({column: A.c[column] + units})
-        )
+        conn.execute(A.update().where(A.c.id == account_id).values({column: A.c[column] + units}))
 
 
 def _same_or_conflict(existing: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
@@ -295,3 +189,138 @@ def _same_or_conflict(existing: dict[str, Any], row: dict[str, Any]) -> dict[str
     if any(existing[k] != row[k] for k in keys):
         raise errors.Conflict(f"transfer id {row['id']!r} exists with other fields", field="id")
     return existing
+
+
+# -- transaction bodies (synchronous: run by ``Database.run_write`` in one hop) ---------
+
+
+def _find(conn: Connection, org_id: str, transfer_id: str) -> dict[str, Any] | None:
+    row = conn.execute(select(T).where(and_(T.c.org_id == org_id, T.c.id == transfer_id))).first()
+    return dict(row._mapping) if row else None
+
+
+def _account_of(conn: Connection, org_id: str, owner: Owner, currency: str) -> str | None:
+    q = select(A.c.id).where(
+        A.c.org_id == org_id,
+        A.c.owner_kind == owner[0],
+        A.c.owner_id == owner[1],
+        A.c.currency == currency,
+    )
+    found = conn.execute(q).scalar()
+    return str(found) if found else None
+
+
+def _require_account(conn: Connection, org_id: str, owner: Owner, currency: str) -> str:
+    found = _account_of(conn, org_id, owner, currency)
+    if not found:
+        raise errors.NotFound(f"no {currency} account for {owner[0]} {owner[1]}")
+    return found
+
+
+def _debit(
+    conn: Connection, account_id: str, column: str, units: int, owner: Owner, amount: Money
+) -> None:
+    """Debit ``units`` unless that takes a no-overdraft account below zero: one
+    conditional UPDATE, so concurrent debits cannot both pass the check."""
+    res = conn.execute(
+        A.update()
+        .where(
+            A.c.id == account_id,
+            (A.c.allow_negative == True)  # noqa: E712  (SQL expression, not Python)
+            | (A.c.credits_posted - A.c.debits_posted - A.c.debits_pending >= units),
+        )
+        .values({column: A.c[column] + units})
+    )
+    if res.rowcount != 1:
+        raise errors.BudgetExceeded(
+            f"{owner[0]} {owner[1]} has less than {amount} available", needed=str(amount)
+        )
+
+
+def _transfer_in(
+    conn: Connection,
+    org_id: str,
+    transfer_id: str,
+    debit: Owner,
+    credit: Owner,
+    amount: Money,
+    pending_ttl: float | None,
+    memo: str,
+    now: float,
+) -> dict[str, Any]:
+    kind = "pending" if pending_ttl is not None else "single"
+    units = amount.to_units()
+    existing = _find(conn, org_id, transfer_id)
+    debit_id = _require_account(conn, org_id, debit, amount.currency)
+    credit_id = _require_account(conn, org_id, credit, amount.currency)
+    row = dict(
+        id=transfer_id,
+        org_id=org_id,
+        kind=kind,
+        debit_account_id=debit_id,
+        credit_account_id=credit_id,
+        amount=units,
+        currency=amount.currency,
+        pending_seq=None,
+        memo=memo[:500],
+        created_at=now,
+        expires_at=now + pending_ttl if pending_ttl is not None else None,
+    )
+    if existing is not None:
+        return _same_or_conflict(existing, row)
+    if debit_id == credit_id:
+        raise errors.InvalidInput("debit and credit accounts are the same", field="to")
+    pending_col, posted_col = (
+        ("debits_pending", "credits_pending")
+        if kind == "pending"
+        else ("debits_posted", "credits_posted")
+    )
+    _debit(conn, debit_id, pending_col, units, debit, amount)
+    _add(conn, credit_id, posted_col, units)
+    row["seq"] = _seq(conn.execute(T.insert().values(**row)))
+    return row
+
+
+def _resolve_in(
+    conn: Connection,
+    org_id: str,
+    pending_id: str,
+    post: Money | None,
+    void: bool,
+    memo: str,
+    now: float,
+) -> dict[str, Any]:
+    pending = _find(conn, org_id, pending_id)
+    if pending is None or pending["kind"] != "pending":
+        raise errors.NotFound(f"no pending transfer {pending_id!r}", field="pending_id")
+    units = pending["amount"] if post is None else post.to_units()
+    if void:
+        units = 0
+    elif post is not None and post.currency != pending["currency"]:
+        raise errors.InvalidInput("currency differs from the hold", field="amount")
+    if not 0 <= units <= pending["amount"]:
+        raise errors.InvalidInput("cannot post more than was held", field="amount")
+    row = dict(
+        id=f"{pending_id}:{'void' if void else 'post'}",
+        org_id=org_id,
+        kind="void" if void else "post",
+        debit_account_id=pending["debit_account_id"],
+        credit_account_id=pending["credit_account_id"],
+        amount=units,
+        currency=pending["currency"],
+        pending_seq=pending["seq"],
+        expires_at=None,
+        memo=memo[:500],
+        created_at=now,
+    )
+    try:
+        inserted = conn.execute(T.insert().values(**row))
+    except IntegrityError:
+        raise errors.Conflict(f"transfer {pending_id!r} is already resolved") from None
+    row["seq"] = _seq(inserted)
+    held = pending["amount"]
+    _add(conn, pending["debit_account_id"], "debits_pending", -held)
+    _add(conn, pending["credit_account_id"], "credits_pending", -held)
+    _add(conn, pending["debit_account_id"], "debits_posted", units)
+    _add(conn, pending["credit_account_id"], "credits_posted", units)
+    return row
