@@ -23,16 +23,20 @@ class UidRegistry:
         self.base = base
         self.owner = owner
         self.dir.mkdir(parents=True, exist_ok=True)
+        self._next = base  # where the next search starts: claims are rarely released in order
 
     def claim(self, sandbox: str) -> int:
         """A uid no other sandbox on this host holds, claimed for ``sandbox``."""
-        for uid in range(self.base, self.base + SPAN):
+        start = self._next - self.base
+        for offset in range(SPAN):
+            uid = self.base + (start + offset) % SPAN
             try:
-                fd = os.open(self.dir / str(uid), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                fd = os.open(f"{self.dir}/{uid}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             except FileExistsError:
                 continue
             with os.fdopen(fd, "w") as fh:
                 fh.write(f"{self.owner}\n{sandbox}\n")
+            self._next = uid + 1
             return uid
         raise errors.LimitExceeded("no free sandbox uid on this host")
 
