@@ -58,13 +58,11 @@ class CommandRun:
         self._task = asyncio.create_task(self._pump(timeout))
 
     async def _pump(self, timeout: float) -> None:
-        async def drain() -> None:
-            async for name, chunk in self.process.output():
-                (self.stdout if name == "stdout" else self.stderr).add(chunk)
-                self.news.set()
-
         try:
-            await asyncio.wait_for(drain(), timeout)
+            async with asyncio.timeout(timeout):
+                async for name, chunk in self.process.output():
+                    (self.stdout if name == "stdout" else self.stderr).add(chunk)
+                    self.news.set()
         except TimeoutError:
             self.timed_out = True
             await self.process.kill(signal.SIGKILL)
