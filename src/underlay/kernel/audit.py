@@ -14,7 +14,7 @@ import json
 import re
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -66,35 +66,43 @@ _HASHED = (
 )
 
 
+_HEAD = select(schema.audit_heads.c.seq, schema.audit_heads.c.hash).where(
+    schema.audit_heads.c.org_id == bindparam("org")
+)
+_HEAD_FOR_UPDATE = _HEAD.with_for_update()
+_INSERT_EVENT = schema.audit_events.insert()
+_INSERT_HEAD = schema.audit_heads.insert()
+_MOVE_HEAD = (
+    schema.audit_heads.update()
+    .where(schema.audit_heads.c.org_id == bindparam("org"))
+    .values(seq=bindparam("new_seq"), hash=bindparam("new_hash"))
+)  # statements built once: an append runs on every mutating call
+
+
 def append(conn: Connection, *, is_sqlite: bool, **event: Any) -> dict[str, Any]:
     """Append one event to its org's chain inside the caller's write transaction
     (synchronous: run it with ``Database.run_write`` or ``AsyncConnection.run_sync``)."""
     event["detail"] = redact(event.get("detail") or {})
     org_id = event["org_id"]
-    heads = schema.audit_heads
-    head_q = select(heads).where(heads.c.org_id == org_id)
-    if not is_sqlite:
-        head_q = head_q.with_for_update()
-    head = conn.execute(head_q).first()
+    head_q = _HEAD if is_sqlite else _HEAD_FOR_UPDATE
+    head = conn.execute(head_q, {"org": org_id}).first()
     if head is None and not is_sqlite:
         # The org's first event: concurrent first appends must not both start the chain.
         # Create the head (seq 0) if absent, then lock it like any later append does.
         try:
             with conn.begin_nested():
-                conn.execute(heads.insert().values(org_id=org_id, seq=0, hash=GENESIS))
+                conn.execute(_INSERT_HEAD, {"org_id": org_id, "seq": 0, "hash": GENESIS})
         except IntegrityError:
             pass  # a concurrent first append created it
-        head = conn.execute(head_q).first()
+        head = conn.execute(head_q, {"org": org_id}).first()
     seq, prev = (1, GENESIS) if head is None else (head.seq + 1, head.hash)
     event["seq"] = seq
     digest = event_hash(event, prev)
-    conn.execute(schema.audit_events.insert().values(**event, prev_hash=prev, hash=digest))
+    conn.execute(_INSERT_EVENT, {**event, "prev_hash": prev, "hash": digest})
     if head is None:
-        conn.execute(heads.insert().values(org_id=org_id, seq=seq, hash=digest))
+        conn.execute(_INSERT_HEAD, {"org_id": org_id, "seq": seq, "hash": digest})
     else:
-        conn.execute(
-            heads.update().where(heads.c.org_id == org_id).values(seq=seq, hash=digest)
-        )
+        conn.execute(_MOVE_HEAD, {"org": org_id, "new_seq": seq, "new_hash": digest})
     return {**event, "prev_hash": prev, "hash": digest}
 
 
