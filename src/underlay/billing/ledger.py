@@ -16,6 +16,7 @@ Guarantees:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,11 +113,15 @@ class Ledger:
         *,
         pending_ttl: float | None = None,
         memo: str = "",
+        also: Callable[[Connection], Any] | None = None,
     ) -> dict[str, Any]:
-        """A posted transfer, or a pending one (a hold) when ``pending_ttl`` is given."""
+        """A posted transfer, or a pending one (a hold) when ``pending_ttl`` is given.
+
+        ``also(connection)`` runs in the same transaction when the transfer is new, so a
+        caller's own bookkeeping of the transfer commits with it or not at all."""
         if amount.amount <= 0:
             raise errors.InvalidInput("a transfer amount must be positive", field="amount")
-        args = (org_id, transfer_id, debit, credit, amount, pending_ttl, memo)
+        args = (org_id, transfer_id, debit, credit, amount, pending_ttl, memo, also)
         try:
             return await self._transfer(*args)
         except IntegrityError:  # a concurrent twin with this id committed first: replay it
@@ -131,13 +136,19 @@ class Ledger:
         amount: Money,
         pending_ttl: float | None,
         memo: str,
+        also: Callable[[Connection], Any] | None,
     ) -> dict[str, Any]:
         now = self.now()
-        return await self.db.run_write(
-            lambda conn: _transfer_in(
+
+        def work(conn: Connection) -> dict[str, Any]:
+            row, created = _transfer_in(
                 conn, org_id, transfer_id, debit, credit, amount, pending_ttl, memo, now
             )
-        )
+            if also is not None and created:
+                also(conn)
+            return row
+
+        return await self.db.run_write(work)
 
     async def resolve(
         self,
@@ -247,7 +258,8 @@ def _transfer_in(
     pending_ttl: float | None,
     memo: str,
     now: float,
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], bool]:
+    """The transfer, and whether it was created now (False: an identical replay)."""
     kind = "pending" if pending_ttl is not None else "single"
     units = amount.to_units()
     existing = _find(conn, org_id, transfer_id)
@@ -267,7 +279,7 @@ def _transfer_in(
         expires_at=now + pending_ttl if pending_ttl is not None else None,
     )
     if existing is not None:
-        return _same_or_conflict(existing, row)
+        return _same_or_conflict(existing, row), False
     if debit_id == credit_id:
         raise errors.InvalidInput("debit and credit accounts are the same", field="to")
     pending_col, posted_col = (
@@ -278,7 +290,7 @@ def _transfer_in(
     _debit(conn, debit_id, pending_col, units, debit, amount)
     _add(conn, credit_id, posted_col, units)
     row["seq"] = _seq(conn.execute(T.insert().values(**row)))
-    return row
+    return row, True
 
 
 def _resolve_in(

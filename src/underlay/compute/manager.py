@@ -19,12 +19,13 @@ import contextlib
 import json
 import logging
 import os
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Connection, select, update
 
 from underlay import errors
 from underlay.compute.commands import CommandRun
@@ -103,9 +104,9 @@ class ComputeManager:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.pool.close()
         for sid in list(self.instances):
-            row = await self._row_any(sid)
-            await self._meter(row, final=True)
-            await self._end(row, destroy=not row.persistent)
+            await self.end(
+                await self._row_any(sid), destroy=not self.instances[sid].spec.persistent
+            )
 
     # -- records -------------------------------------------------------------------
 
@@ -330,15 +331,21 @@ class ComputeManager:
     # -- ending ------------------------------------------------------------------------
 
     async def end(self, row: Any, *, destroy: bool) -> None:
-        await self._meter(row, final=True)
-        await self._end(row, destroy=destroy)
+        """Charge the last interval and end the sandbox (destroyed, or stopped)."""
+        final_state = self._final_state(row, destroy)
+        written = await self._meter(row, final=True, finish=final_state)
+        await self._end(row, destroy=destroy, state_written=written)
 
-    async def _end(self, row: Any, *, destroy: bool) -> None:
+    def _final_state(self, row: Any, destroy: bool) -> dict[str, Any]:
+        if destroy:
+            return {"state": "destroyed", "destroyed_at": self.kernel.clock.now()}
+        return {} if row.state == "destroyed" else {"state": "stopped"}
+
+    async def _end(self, row: Any, *, destroy: bool, state_written: bool = False) -> None:
         async with self.lock(row.id):
-            if destroy:
-                await self._set(row.id, state="destroyed", destroyed_at=self.kernel.clock.now())
-            elif row.state != "destroyed":
-                await self._set(row.id, state="stopped")
+            final_state = self._final_state(row, destroy)
+            if final_state and not state_written:
+                await self._set(row.id, **final_state)
             for run in self.commands.pop(row.id, {}).values():
                 await run.cancel()
             inst = self.instances.pop(row.id, None)
@@ -376,17 +383,20 @@ class ComputeManager:
             self.config.price_per_cpu_second
         )
 
-    async def _meter(self, row: Any, *, final: bool = False) -> None:
+    async def _meter(
+        self, row: Any, *, final: bool = False, finish: dict[str, Any] | None = None
+    ) -> bool:
         """Charge what the instance of ``row`` used since it was last metered.
 
         Serialized per sandbox. Each charge is a ledger transfer ``meter:<sandbox>:<n>``;
         an interval is charged at most once, and the charge and its record are not split
-        by a cancelled caller.
+        by a cancelled caller. ``finish`` (the record's final state) is written in the
+        charge's transaction; True when it was.
         """
         async with self._meter_locks.setdefault(row.id, asyncio.Lock()):
             inst = self.instances.get(row.id)
             if inst is None:
-                return
+                return False
             row = await self._row_any(row.id)
             now = self.kernel.clock.now()
             t_last, cpu_last = self._metered.get(row.id, (inst.started_at, 0.0))
@@ -397,51 +407,59 @@ class ComputeManager:
                 Decimal("0.000000001")
             )
             if amount <= 0:
-                return
+                return False
             payer = ("agent", row.owner_id) if row.owner_kind == "agent" else ("org", row.org_id)
             charge = Money(amount, await self._currency(row.org_id))
             memo = f"sandbox {row.id}: {d_sec:.1f} s, {d_cpu:.2f} cpu-s"
             # shielded: a cancelled caller must not split the charge from its record
-            budget_stop = await asyncio.shield(
-                self._charge(row, payer, charge, memo, now, cpu, d_sec, d_cpu, final)
+            budget_stop, written = await asyncio.shield(
+                self._charge(row, payer, charge, memo, now, cpu, (d_sec, d_cpu), finish or {})
             )
-        if budget_stop:
+        if budget_stop and not final:
             log.warning("sandbox %s: owner out of budget; stopping it", row.id)
             await self.kernel.record(
                 row.org_id, (row.owner_kind, row.owner_id), "sandbox.budget_stop", "ok",
                 {"sandbox": row.id, "destroyed": not row.persistent},
             )  # fmt: skip
             await self._end(row, destroy=not row.persistent)
+        return written
 
     async def _charge(
         self, row: Any, payer: tuple[str, str], charge: Money, memo: str,
-        now: float, cpu: float, d_sec: float, d_cpu: float, final: bool,
-    ) -> bool:  # fmt: skip
-        """Post one meter transfer and record it; True when the owner is out of budget.
+        now: float, cpu: float, deltas: tuple[float, float], finish: dict[str, Any],
+    ) -> tuple[bool, bool]:  # fmt: skip
+        """Post one meter transfer and, in the same transaction, its record on the
+        sandbox (plus ``finish``). Returns (out of budget, record written).
 
-        A transfer id already taken (its record was lost to a crash) is skipped, never
-        reused: the interval it charged stands, this one gets the next id.
+        A transfer id already taken is skipped, never reused: the interval it charged
+        stands, this one gets the next id.
         """
         seq = row.meter_seq + 1
         for _ in range(8):
+            values = {
+                "billed_seconds": row.billed_seconds + deltas[0],
+                "billed_cpu_seconds": row.billed_cpu_seconds + deltas[1],
+                "meter_seq": seq,
+                **finish,
+            }
+            statement = update(S).where(S.c.id == row.id).values(**values)
             try:
                 await self.kernel.ledger.transfer(
                     row.org_id, f"meter:{row.id}:{seq}", payer, ("usage", row.org_id), charge,
-                    memo=memo,
+                    memo=memo, also=_executes(statement),
                 )  # fmt: skip
-                break
             except errors.BudgetExceeded:
-                return not final
+                return True, False
             except errors.Conflict:
                 seq += 1
-        self._metered[row.id] = (now, cpu)
-        await self._set(
-            row.id,
-            billed_seconds=row.billed_seconds + d_sec,
-            billed_cpu_seconds=row.billed_cpu_seconds + d_cpu,
-            meter_seq=seq,
-        )
-        return False
+                continue
+            self._metered[row.id] = (now, cpu)
+            cached = self._cache.get(row.id)
+            if cached is not None:
+                for key, value in values.items():
+                    setattr(cached, key, value)
+            return False, True
+        return False, False
 
     async def _currency(self, org_id: str) -> str:
         """The org's currency (fixed when the org is created, so it is kept once read)."""
@@ -460,6 +478,10 @@ class ComputeManager:
                     await self._meter(await self._row_any(sid))
                 except Exception:  # one sandbox's failure must not stop the others' metering
                     log.exception("metering sandbox %s failed", sid)
+
+
+def _executes(statement: Any) -> Callable[[Connection], Any]:
+    return lambda conn: conn.execute(statement)
 
 
 async def _ready(inst: Instance) -> Instance:
