@@ -1,4 +1,4 @@
-"""The live sandboxes of one host: records, instances, timeouts, metering, warm pool.
+"""The live sandboxes of one host: records, instances, timeouts, the warm pool.
 
 ``ComputeManager`` is the state behind the ``sandbox.*`` syscalls. A sandbox's record
 (a ``sandboxes`` row) is written before its instance is handed out and marked
@@ -7,9 +7,8 @@ without a record. On start the manager reconciles: ephemeral sandboxes of a prev
 run are destroyed (their processes died with it); persistent ones are ``stopped`` and
 start again, files intact, on their next use.
 
-Usage is metered into the ledger from the owner's account to the org's usage account:
-sandbox-seconds and CPU-seconds, every ``meter_every_seconds`` and at the end. A
-sandbox whose owner runs out of budget is stopped (ephemeral: destroyed).
+Usage is metered into the ledger by ``metering.Meter``; records of sandboxes with an
+instance on this host are kept in memory, since only this host changes them.
 """
 
 from __future__ import annotations
@@ -19,18 +18,17 @@ import contextlib
 import json
 import logging
 import os
-from collections.abc import Callable
-from decimal import Decimal
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import select, update
 
 from underlay import errors
 from underlay.compute.commands import CommandRun
 from underlay.compute.egress import PROXY_PORT, EgressProxy, Reporter
 from underlay.compute.interface import Instance, InstanceSpec, SandboxDriver
+from underlay.compute.metering import Meter
 from underlay.compute.models import CreateSandbox, Limits, Network, Sandbox
 from underlay.compute.pool import WarmPool
 from underlay.compute.snapshots import Snapshots
@@ -38,7 +36,7 @@ from underlay.compute.uids import UidRegistry
 from underlay.compute.watch import Watches
 from underlay.config import ComputeConfig
 from underlay.storage import schema
-from underlay.types import Money, new_id
+from underlay.types import new_id
 
 if TYPE_CHECKING:
     from underlay.kernel.context import Principal
@@ -56,10 +54,8 @@ class ComputeManager:
         self.config = config
         self.instances: dict[str, Instance] = {}
         self._cache: dict[str, SimpleNamespace] = {}  # records of this host's instances
-        self._currencies: dict[str, str] = {}
         self.proxies: dict[str, EgressProxy] = {}
-        self._metered: dict[str, tuple[float, float]] = {}  # sandbox: (time, cpu) last charged
-        self._meter_locks: dict[str, asyncio.Lock] = {}
+        self.meter = Meter(self)
         self.commands: dict[str, dict[str, CommandRun]] = {}
         runtime = getattr(driver, "dir", kernel.config.home / "compute")
         registry = Path(config.uid_registry) if os.geteuid() == 0 else Path(runtime) / "uids"
@@ -94,7 +90,7 @@ class ComputeManager:
             self.uids.reconcile(set(kept.scalars()))
         self._tasks = [
             asyncio.create_task(self._expire_loop()),
-            asyncio.create_task(self._meter_loop()),
+            asyncio.create_task(self.meter.loop()),
         ]
 
     async def close(self) -> None:
@@ -333,7 +329,7 @@ class ComputeManager:
     async def end(self, row: Any, *, destroy: bool) -> None:
         """Charge the last interval and end the sandbox (destroyed, or stopped)."""
         final_state = self._final_state(row, destroy)
-        written = await self._meter(row, final=True, finish=final_state)
+        written = await self.meter.charge(row, final=True, finish=final_state)
         await self._end(row, destroy=destroy, state_written=written)
 
     def _final_state(self, row: Any, destroy: bool) -> dict[str, Any]:
@@ -350,9 +346,8 @@ class ComputeManager:
                 await run.cancel()
             inst = self.instances.pop(row.id, None)
             self._cache.pop(row.id, None)
-            self._metered.pop(row.id, None)
+            self.meter.forget(row.id)
             self.watches.forget(row.id)
-            self._meter_locks.pop(row.id, None)
             if inst is not None:
                 await (self.driver.destroy(inst) if destroy else self.driver.stop(inst))
             proxy = self.proxies.pop(row.id, None)
@@ -375,113 +370,6 @@ class ComputeManager:
             for r in due:
                 with contextlib.suppress(Exception):
                     await self.end(r, destroy=not r.persistent)
-
-    # -- metering ----------------------------------------------------------------------
-
-    def _prices(self) -> tuple[Decimal, Decimal]:
-        return Decimal(self.config.price_per_sandbox_second), Decimal(
-            self.config.price_per_cpu_second
-        )
-
-    async def _meter(
-        self, row: Any, *, final: bool = False, finish: dict[str, Any] | None = None
-    ) -> bool:
-        """Charge what the instance of ``row`` used since it was last metered.
-
-        Serialized per sandbox. Each charge is a ledger transfer ``meter:<sandbox>:<n>``;
-        an interval is charged at most once, and the charge and its record are not split
-        by a cancelled caller. ``finish`` (the record's final state) is written in the
-        charge's transaction; True when it was.
-        """
-        async with self._meter_locks.setdefault(row.id, asyncio.Lock()):
-            inst = self.instances.get(row.id)
-            if inst is None:
-                return False
-            row = await self._row_any(row.id)
-            now = self.kernel.clock.now()
-            t_last, cpu_last = self._metered.get(row.id, (inst.started_at, 0.0))
-            cpu = self.driver.usage(inst).cpu_seconds
-            d_sec, d_cpu = max(0.0, now - t_last), max(0.0, cpu - cpu_last)
-            per_s, per_cpu = self._prices()
-            amount = (Decimal(str(d_sec)) * per_s + Decimal(str(d_cpu)) * per_cpu).quantize(
-                Decimal("0.000000001")
-            )
-            if amount <= 0:
-                return False
-            payer = ("agent", row.owner_id) if row.owner_kind == "agent" else ("org", row.org_id)
-            charge = Money(amount, await self._currency(row.org_id))
-            memo = f"sandbox {row.id}: {d_sec:.1f} s, {d_cpu:.2f} cpu-s"
-            # shielded: a cancelled caller must not split the charge from its record
-            budget_stop, written = await asyncio.shield(
-                self._charge(row, payer, charge, memo, now, cpu, (d_sec, d_cpu), finish or {})
-            )
-        if budget_stop and not final:
-            log.warning("sandbox %s: owner out of budget; stopping it", row.id)
-            await self.kernel.record(
-                row.org_id, (row.owner_kind, row.owner_id), "sandbox.budget_stop", "ok",
-                {"sandbox": row.id, "destroyed": not row.persistent},
-            )  # fmt: skip
-            await self._end(row, destroy=not row.persistent)
-        return written
-
-    async def _charge(
-        self, row: Any, payer: tuple[str, str], charge: Money, memo: str,
-        now: float, cpu: float, deltas: tuple[float, float], finish: dict[str, Any],
-    ) -> tuple[bool, bool]:  # fmt: skip
-        """Post one meter transfer and, in the same transaction, its record on the
-        sandbox (plus ``finish``). Returns (out of budget, record written).
-
-        A transfer id already taken is skipped, never reused: the interval it charged
-        stands, this one gets the next id.
-        """
-        seq = row.meter_seq + 1
-        for _ in range(8):
-            values = {
-                "billed_seconds": row.billed_seconds + deltas[0],
-                "billed_cpu_seconds": row.billed_cpu_seconds + deltas[1],
-                "meter_seq": seq,
-                **finish,
-            }
-            statement = update(S).where(S.c.id == row.id).values(**values)
-            try:
-                await self.kernel.ledger.transfer(
-                    row.org_id, f"meter:{row.id}:{seq}", payer, ("usage", row.org_id), charge,
-                    memo=memo, also=_executes(statement),
-                )  # fmt: skip
-            except errors.BudgetExceeded:
-                return True, False
-            except errors.Conflict:
-                seq += 1
-                continue
-            self._metered[row.id] = (now, cpu)
-            cached = self._cache.get(row.id)
-            if cached is not None:
-                for key, value in values.items():
-                    setattr(cached, key, value)
-            return False, True
-        return False, False
-
-    async def _currency(self, org_id: str) -> str:
-        """The org's currency (fixed when the org is created, so it is kept once read)."""
-        if org_id not in self._currencies:
-            from underlay.identity import service as identity
-
-            async with self.kernel.db.read() as conn:
-                self._currencies[org_id] = await identity.org_currency(conn, org_id)
-        return self._currencies[org_id]
-
-    async def _meter_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.config.meter_every_seconds)
-            for sid in list(self.instances):
-                try:
-                    await self._meter(await self._row_any(sid))
-                except Exception:  # one sandbox's failure must not stop the others' metering
-                    log.exception("metering sandbox %s failed", sid)
-
-
-def _executes(statement: Any) -> Callable[[Connection], Any]:
-    return lambda conn: conn.execute(statement)
 
 
 async def _ready(inst: Instance) -> Instance:
