@@ -138,7 +138,7 @@ async def test_unknown_attributes_raise_attribute_error(ul: AsyncUnderlay) -> No
                 lambda: ul.agents._x, lambda: ul.agents.create.nope):
         with pytest.raises(AttributeError):
             get()
-    assert not hasattr(ul, "sandboxes")
+    assert not hasattr(ul, "sandboxez")
 
 
 def test_the_sync_client_raises_attribute_error_too(config: Config) -> None:

@@ -14,9 +14,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from underlay import errors
 from underlay.config import Config
 from underlay.kernel.syscall import Syscall, SyscallTable
+from underlay.sdk import args as args_
+from underlay.sdk.bound import Bound
 from underlay.sdk.transports import HttpTransport, LocalTransport, Transport
 
 
@@ -81,6 +82,12 @@ class AsyncUnderlay:
         self._children.append(child)
         return child
 
+    @property
+    def sandboxes(self) -> Sandboxes:
+        """E2B-style handles: ``sbx = await ul.sandboxes.create(...)``, then
+        ``await sbx.commands.run("ls")`` (see ``sdk/bound.py``)."""
+        return Sandboxes(self)
+
     def with_token(self, token: str) -> AsyncUnderlay:
         """A client using ``token`` over the same connection."""
         return AsyncUnderlay(self._transport.with_token(token))
@@ -133,16 +140,26 @@ class SyscallMethod:
         self.__name__ = syscall.name
 
     async def __call__(self, *args: Any, idempotency_key: str | None = None, **fields: Any) -> Any:
-        names = list(self.syscall.input.model_fields)
-        if len(args) > len(names):
-            raise errors.InvalidInput(
-                f"{self.syscall.name} takes at most {len(names)} positional arguments"
-            )
-        for field_name, value in zip(names, args, strict=False):
-            if field_name in fields:
-                raise errors.InvalidInput(f"{field_name} given twice", field=field_name)
-            fields[field_name] = value
+        args_.fill(self.syscall.name, list(self.syscall.input.model_fields), args, fields)
         return await self._client.call(self.syscall.name, idempotency_key=idempotency_key, **fields)
+
+
+class Sandboxes:
+    """Create or attach to sandboxes as handles bound to their id."""
+
+    def __init__(self, client: AsyncUnderlay) -> None:
+        self._client = client
+
+    async def create(self, *args: Any, **fields: Any) -> Bound:
+        """Start a sandbox (``sandbox.create``) and return its handle."""
+        sbx = await SyscallMethod(self._client, self._client.table.get("sandbox.create"))(
+            *args, **fields
+        )
+        return Bound(self._client, "sandbox", "sandbox", sbx.id, info=sbx)
+
+    def attach(self, sandbox_id: str) -> Bound:
+        """A handle on an existing sandbox."""
+        return Bound(self._client, "sandbox", "sandbox", sandbox_id)
 
 
 def _resolve(client: AsyncUnderlay, dotted: str) -> Any:

@@ -15,7 +15,8 @@ from collections.abc import Coroutine
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
-from underlay.sdk.client import AsyncUnderlay, Namespace, SyscallMethod
+from underlay.sdk.bound import Bound, BoundMethod
+from underlay.sdk.client import AsyncUnderlay, Namespace, Sandboxes, SyscallMethod
 
 T = TypeVar("T")
 
@@ -93,7 +94,9 @@ def _wrap(value: Any, portal: Portal) -> Any:
         value = portal.run(value)  # type: ignore[arg-type]
     if isinstance(value, AsyncUnderlay):
         return _Child(value, portal)
-    if isinstance(value, (Namespace, SyscallMethod)) or inspect.ismethod(value):
+    if isinstance(value, (Namespace, SyscallMethod, Sandboxes, Bound, BoundMethod)):
+        return _Blocking(value, portal)
+    if inspect.ismethod(value):
         return _Blocking(value, portal)
     return value
 
