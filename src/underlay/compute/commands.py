@@ -33,9 +33,10 @@ class _Stream:
             self.data += chunk[:room]
         self.dropped += max(0, len(chunk) - max(room, 0))
 
-    def text(self, offset: int = 0) -> str:
+    def text(self, offset: int = 0, *, final: bool = True) -> str:
+        """The kept bytes from ``offset``; once final, with the truncation marker."""
         out = bytes(self.data[offset:]).decode("utf-8", errors="replace")
-        if self.dropped:
+        if final and self.dropped:
             out += TRUNCATED_MARKER.format(n=self.cap)
         return out
 
@@ -99,12 +100,8 @@ class CommandRun:
             sandbox=self.sandbox,
             running=self.running,
             exit_code=self.exit_code,
-            stdout=self.stdout.text(stdout_offset)
-            if not self.running
-            else _plain(self.stdout, stdout_offset),
-            stderr=self.stderr.text(stderr_offset)
-            if not self.running
-            else _plain(self.stderr, stderr_offset),
+            stdout=self.stdout.text(stdout_offset, final=not self.running),
+            stderr=self.stderr.text(stderr_offset, final=not self.running),
             stdout_truncated=bool(self.stdout.dropped),
             stderr_truncated=bool(self.stderr.dropped),
             timed_out=self.timed_out,
@@ -117,7 +114,3 @@ class CommandRun:
         if self.running:
             await self.process.kill(signal.SIGKILL)
         self._task.cancel()
-
-
-def _plain(stream: _Stream, offset: int) -> str:
-    return bytes(stream.data[offset:]).decode("utf-8", errors="replace")
