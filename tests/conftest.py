@@ -34,9 +34,20 @@ def compute_settings() -> dict[str, object] | None:
 
 
 @pytest.fixture
-def config(home: Path, tmp_path: Path, compute_settings: dict[str, object] | None) -> Config:
+def memory_settings() -> dict[str, object] | None:
+    """The ``memory:`` settings of the test installation (a test package may override)."""
+    return None
+
+
+@pytest.fixture
+def config(
+    home: Path,
+    tmp_path: Path,
+    compute_settings: dict[str, object] | None,
+    memory_settings: dict[str, object] | None,
+) -> Config:
     url = databases.fresh_database_url(tmp_path)
-    cfg = Config.load(home=home, database_url=url, compute=compute_settings)
+    cfg = Config.load(home=home, database_url=url, compute=compute_settings, memory=memory_settings)
     yield cfg
     databases.drop_database(url)
 

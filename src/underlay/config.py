@@ -41,6 +41,32 @@ class ComputeConfig(BaseModel):
     require_limits: bool = True  # refuse to start sandboxes whose limits cannot be enforced
 
 
+class LLMConfig(BaseModel):
+    """An OpenAI-compatible chat endpoint for the memory layer's optional LLM extractor.
+    The key is read from the environment variable ``api_key_env``, never from a file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_url: str
+    model: str
+    api_key_env: str = "UNDERLAY_MEMORY_LLM_API_KEY"
+    timeout_seconds: float = Field(default=30.0, gt=0)
+    fallback: bool = True  # when the endpoint fails, use the built-in extractor
+
+
+class MemoryConfig(BaseModel):
+    """Settings of the memory layer (``memory:`` in config.yaml)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    driver: str = "sqlite"  # or "postgres" (pgvector)
+    path: Path | None = None  # sqlite: default home/memory.db
+    url: str | None = None  # postgres: default the installation's database_url
+    embedder: str = "minilm"  # all-MiniLM-L6-v2, run locally
+    extractor: str = "rules"  # or "llm" (needs llm:)
+    llm: LLMConfig | None = None
+
+
 class Config(BaseModel):
     """Every setting of one underlay installation, with its embedded default."""
 
@@ -60,6 +86,7 @@ class Config(BaseModel):
     pool_size: int = Field(default=10, ge=1)
     master_key: str | None = None  # base64; default: home/master.key, created on first start
     compute: ComputeConfig = Field(default_factory=ComputeConfig)
+    memory: MemoryConfig = Field(default_factory=MemoryConfig)
 
     @property
     def resolved_database_url(self) -> str:
@@ -79,7 +106,7 @@ class Config(BaseModel):
                 raise InvalidInput(f"{path}: expected a mapping of settings")
             values.update(loaded)
         for name, info in cls.model_fields.items():
-            if info.annotation is ComputeConfig:
+            if info.annotation in (ComputeConfig, MemoryConfig):
                 continue
             env = os.environ.get(f"UNDERLAY_{name.upper()}")
             if env is not None:

@@ -8,7 +8,8 @@ from underlay.compute.template_syscalls import group as compute_templates
 from underlay.identity.syscalls import group as identity
 from underlay.kernel.syscall import SyscallTable
 from underlay.kernel.syscalls import group as kernel
+from underlay.memory.syscalls import group as memory
 
 
 def builtin_table() -> SyscallTable:
-    return SyscallTable([kernel, identity, billing, compute, compute_templates])
+    return SyscallTable([kernel, identity, billing, compute, compute_templates, memory])

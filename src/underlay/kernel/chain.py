@@ -11,6 +11,7 @@ Each step appends its name to ``call.trail`` (tests assert the order from it).
 
 from __future__ import annotations
 
+import functools
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
@@ -95,11 +96,25 @@ async def audit(k: Kernel, call: Call, nxt: Next) -> BaseModel:
     return result
 
 
+@functools.cache
+def unaudited(model: type[BaseModel]) -> set[str]:
+    """Fields an input model marks ``x-audit: false`` (user content such as remembered
+    text): the audit event records the call without them."""
+    return {
+        name
+        for name, info in model.model_fields.items()
+        if isinstance(info.json_schema_extra, dict)
+        and info.json_schema_extra.get("x-audit") is False
+    }
+
+
 async def _write_audit(k: Kernel, call: Call, outcome: str, code: str | None) -> None:
     assert call.principal is not None
     detail: dict[str, Any] = {}
     if call.input is not None:
-        detail["input"] = call.input.model_dump(mode="json", exclude_none=True)
+        detail["input"] = call.input.model_dump(
+            mode="json", exclude_none=True, exclude=unaudited(type(call.input))
+        )
     if call.ctx is not None and call.ctx.audit:
         detail["result"] = call.ctx.audit
     if call.cost:

@@ -36,6 +36,7 @@ from underlay.storage.migrations import migrate
 
 if TYPE_CHECKING:
     from underlay.compute.manager import ComputeManager
+    from underlay.memory.service import MemoryService
 
 log = logging.getLogger("underlay.kernel")
 
@@ -72,6 +73,8 @@ class Kernel:
         self.bootstrap_info: Bootstrap | None = None
         self._compute: ComputeManager | None = None
         self._compute_lock = asyncio.Lock()
+        self._memory: MemoryService | None = None
+        self._memory_lock = asyncio.Lock()
 
     @classmethod
     async def open(
@@ -208,7 +211,20 @@ class Kernel:
                     self._compute = manager
         return self._compute
 
+    async def memory(self) -> MemoryService:
+        """The memory layer: its store and embedding model, opened on first use."""
+        if self._memory is None:
+            async with self._memory_lock:
+                if self._memory is None:
+                    from underlay.memory.drivers.registry import open_memory
+
+                    self._memory = await open_memory(self.config)
+        return self._memory
+
     async def close(self) -> None:
+        if self._memory is not None:
+            await self._memory.close()
+            self._memory = None
         if self._compute is not None:
             await self._compute.close()
             await self._compute.driver.close()

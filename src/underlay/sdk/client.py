@@ -164,6 +164,8 @@ class Sandboxes:
 
 def _resolve(client: AsyncUnderlay, dotted: str) -> Any:
     table = client.table
+    if dotted.endswith("_") and dotted[:-1] in table:  # ul.memory.import_ (a keyword)
+        dotted = dotted[:-1]
     if dotted in table:
         return SyscallMethod(client, table.get(dotted))
     if any(s.name.startswith(dotted + ".") for s in table):
