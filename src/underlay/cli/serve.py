@@ -71,13 +71,18 @@ def _announce(url: str, kernel: Kernel, as_json: bool) -> None:
 async def _up(config: Config, serve: Callable[..., Awaitable[Any]], as_json: bool) -> None:
     kernel = await Kernel.open(config)
     try:
+        compute = None
         try:
-            (await kernel.compute()).pool.start()  # reconcile the last run's sandboxes; warm up
+            compute = await kernel.compute()  # reconciles the last run's sandboxes
         except errors.UnderlayError as exc:
             err().print(Text(f"warning: sandboxes unavailable: {exc.message}", style="yellow"))
-        await serve(
-            kernel, config.host, config.port, ready=lambda url: _announce(url, kernel, as_json)
-        )
+
+        def ready(url: str) -> None:
+            _announce(url, kernel, as_json)
+            if compute is not None:
+                compute.pool.start()  # warm up once listening: a failed bind starts nothing
+
+        await serve(kernel, config.host, config.port, ready=ready)
     finally:
         await kernel.close()
 

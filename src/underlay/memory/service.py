@@ -194,15 +194,21 @@ class MemoryService:
         scope = inp.columns()
         current = inp.as_of is None
         n = CANDIDATES if current else CANDIDATES * 3
-        vectors, _ = await self._embed([inp.query])
-        dense, lexical = await asyncio.gather(
-            self.store.dense(org, scope, vectors[0], n, current=current),
+
+        async def nearest() -> list[int]:
+            vectors, _ = await self._embed([inp.query])
+            return await self.store.dense(org, scope, vectors[0], n, current=current)
+
+        # The lexical and key-value lookups run on the store while the query embeds.
+        dense, lexical, asked = await asyncio.gather(
+            nearest(),
             self.store.lexical(org, scope, retrieval.query_words(inp.query), n, current=current),
+            self._asked_facts(org, scope, inp),
         )
         rows = await self.store.rows(org, list({*dense, *lexical}))
         rows = self._visible(rows, inp.as_of, inp.filters)
         scores = retrieval.fuse([[r for r in ranked if r in rows] for ranked in (dense, lexical)])
-        asked = self._visible(await self._asked_facts(org, scope, inp), inp.as_of, inp.filters)
+        asked = self._visible(asked, inp.as_of, inp.filters)
         # Smoothing needs only the candidates' own adjacency: a neighbour that is not a
         # candidate scores nothing. Expansion then fetches the turns after the picks.
         near = retrieval.Neighbours.of(rows.values())
