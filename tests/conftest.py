@@ -68,3 +68,12 @@ def admin_token(kernel: Kernel) -> str:
 async def ul(kernel: Kernel) -> AsyncUnderlay:
     """The local admin's async client over the test kernel."""
     return AsyncUnderlay(LocalTransport(kernel, kernel.admin_token()))
+
+
+@pytest.fixture
+async def base(kernel: Kernel) -> AsyncIterator[str]:
+    """The test kernel served over HTTP (REST and MCP) on a free loopback port."""
+    from underlay.server.app import serving
+
+    async with serving(kernel, "127.0.0.1", 0) as url:
+        yield url

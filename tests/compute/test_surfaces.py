@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 
 import httpx2
 import pytest
@@ -13,13 +12,6 @@ from mcp import Client
 from underlay import errors
 from underlay.kernel.kernel import Kernel
 from underlay.sdk.client import AsyncUnderlay
-from underlay.server.app import serving
-
-
-@pytest.fixture
-async def base(kernel: Kernel) -> AsyncIterator[str]:
-    async with serving(kernel, "127.0.0.1", 0) as url:
-        yield url
 
 
 async def test_rest_sdk_runs_a_sandbox(base: str, kernel: Kernel) -> None:

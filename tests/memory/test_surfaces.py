@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import httpx2
 import pytest
 from mcp.client.streamable_http import streamable_http_client
@@ -12,13 +10,6 @@ from mcp import Client
 from underlay import errors
 from underlay.kernel.kernel import Kernel
 from underlay.sdk.client import AsyncUnderlay
-from underlay.server.app import serving
-
-
-@pytest.fixture
-async def base(kernel: Kernel) -> AsyncIterator[str]:
-    async with serving(kernel, "127.0.0.1", 0) as url:
-        yield url
 
 
 async def test_rest_add_search_history(base: str, kernel: Kernel) -> None:

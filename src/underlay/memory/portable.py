@@ -26,7 +26,7 @@ from pydantic import Field, ValidationError
 from underlay import errors
 from underlay.memory.interface import Plan, Row
 from underlay.memory.models import HistoryEntry, Scope
-from underlay.memory.service import MemoryService, digest, from_time, to_time
+from underlay.memory.service import MemoryService, digest, from_time, public_fields, to_time
 from underlay.types import StrictModel
 
 FORMAT: Literal["underlay.memory/1"] = "underlay.memory/1"
@@ -83,24 +83,10 @@ def history(versions: list[Row]) -> list[HistoryEntry]:
 
 def record(row: Row) -> str:
     return ExportRecord(
-        id=row.id,
-        version=row.version,
-        memory=row.text,
-        user_id=row.user_id or None,
-        agent_id=row.agent_id or None,
-        run_id=row.run_id or None,
-        actor=row.actor or None,
-        key=row.key or None,
-        value=row.value or None,
-        metadata=row.metadata,
-        sources=row.sources,
-        entities=row.entities,
+        **public_fields(row),
         chunk=row.chunk or None,
         seq=row.seq,
-        valid_from=from_time(row.valid_from),
-        valid_to=from_time(row.valid_to),
         end_reason=row.end_reason or None,
-        created_at=from_time(row.created_at),
     ).model_dump_json()
 
 

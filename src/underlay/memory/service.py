@@ -60,25 +60,29 @@ def digest(text: str) -> str:
     return hashlib.sha256(norm.encode()).hexdigest()[:32]
 
 
+def public_fields(row: Row) -> dict[str, Any]:
+    """A version's fields as the API and the export format name them (empty -> None)."""
+    return {
+        "id": row.id,
+        "memory": row.text,
+        "version": row.version,
+        "user_id": row.user_id or None,
+        "agent_id": row.agent_id or None,
+        "run_id": row.run_id or None,
+        "actor": row.actor or None,
+        "key": row.key or None,
+        "value": row.value or None,
+        "metadata": row.metadata,
+        "sources": row.sources,
+        "entities": row.entities,
+        "valid_from": from_time(row.valid_from),
+        "valid_to": from_time(row.valid_to),
+        "created_at": from_time(row.created_at),
+    }
+
+
 def memory_model(row: Row, score: float | None = None) -> Memory:
-    return Memory(
-        id=row.id,
-        memory=row.text,
-        user_id=row.user_id or None,
-        agent_id=row.agent_id or None,
-        run_id=row.run_id or None,
-        actor=row.actor or None,
-        metadata=row.metadata,
-        sources=row.sources,
-        entities=row.entities,
-        key=row.key or None,
-        value=row.value or None,
-        version=row.version,
-        valid_from=from_time(row.valid_from),
-        valid_to=from_time(row.valid_to),
-        created_at=from_time(row.created_at),
-        score=score,
-    )
+    return Memory(**public_fields(row), score=score)
 
 
 def context_turn(row: Row) -> ContextTurn:

@@ -29,6 +29,7 @@ from underlay.memory.interface import SCOPE_COLUMNS, MemoryStore, Plan, Row
 T = TypeVar("T")
 SCHEMA_VERSION = 1
 MAX_K = 4096  # sqlite-vec's largest k
+MMAP_BYTES = 1 << 30
 
 _COLUMNS = (
     "id version org user_id agent_id run_id text hash actor key value metadata sources "
@@ -105,6 +106,7 @@ class SQLiteMemoryStore(MemoryStore):
         db.enable_load_extension(False)
         db.setbusytimeout(30_000)
         db.execute("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON")
+        db.execute(f"PRAGMA mmap_size={MMAP_BYTES}")  # vec0 scans: 158 -> 94 ms at 100,000
         with db:
             db.execute(_SCHEMA.replace("{dims}", str(self._dims)))
             found = db.execute("SELECT value FROM meta WHERE key='dimensions'").fetchone()
@@ -220,7 +222,9 @@ class SQLiteMemoryStore(MemoryStore):
         if not rowids:
             return {}
         marks = ",".join("?" * len(rowids))
-        found = await self._call(self._rows, f"org = ? AND rowid IN ({marks})", [org, *rowids])
+        # "+org": without the "+" the planner walks the organisation's index (every row of
+        # the org: 25 ms at 100,000) instead of looking the row ids up (5 ms).
+        found = await self._call(self._rows, f"rowid IN ({marks}) AND +org = ?", [*rowids, org])
         return {r.rowid: r for r in found}
 
     async def adjacent(self, org: str, positions: list[tuple[str, int]]) -> list[Row]:
@@ -230,7 +234,8 @@ class SQLiteMemoryStore(MemoryStore):
         sql = (
             f"WITH want(c, s) AS (VALUES {values}) SELECT m.rowid, "
             + ", ".join(f"m.{c}" for c in _COLUMNS)
-            + " FROM memories m JOIN want ON m.chunk = want.c AND m.seq = want.s"
+            # CROSS JOIN keeps "want" the outer loop: one chunk-index look-up per position
+            + " FROM want CROSS JOIN memories m ON m.chunk = want.c AND m.seq = want.s"
             " WHERE m.org = ? ORDER BY m.rowid"
         )
         args = [v for pos in positions for v in pos]
