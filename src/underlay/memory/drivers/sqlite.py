@@ -1,9 +1,10 @@
 """The embedded memory store: SQLite with sqlite-vec (vectors) and FTS5 (full text).
 
 One file (``memory.db`` under the home directory), WAL, ``synchronous=FULL`` so that a
-committed write survives a power cut. The connection is apsw's (Python's own ``sqlite3``
-is often built without extension loading) and lives on one worker thread: every call
-hops there, so SQLite sees one caller and the event loop never blocks on disk.
+committed write survives a power cut. The connections are apsw's (Python's own ``sqlite3``
+is often built without extension loading), each on its own worker thread: every write
+and most reads hop to the first, full-text search to the second (so it overlaps the
+vector scan), and the event loop never blocks on disk.
 
 Tables: ``memories`` (one row per version), ``memories_fts`` (FTS5, porter stemming,
 external content), ``memories_vec`` (vec0, cosine; partitioned by organisation, scope
@@ -88,25 +89,35 @@ class SQLiteMemoryStore(MemoryStore):
         self._dims = dimensions
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="underlay-memory")
         self._db: Any = None
+        self._text: Any = None  # a second connection, for full-text search
+        self._text_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="underlay-fts")
         self._select = f"SELECT rowid, {', '.join(_COLUMNS)} FROM memories"
 
     @classmethod
     async def open(cls, path: Path, dimensions: int) -> SQLiteMemoryStore:
         store = cls(path, dimensions)
         await store._call(store._open)
+        await store._call(store._open_text, text=True)
         return store
 
-    def _open(self) -> None:
+    def _connect(self) -> Any:
         import sqlite_vec
 
-        self._path.parent.mkdir(parents=True, exist_ok=True)
         db = apsw.Connection(str(self._path))
         db.enable_load_extension(True)
         db.load_extension(sqlite_vec.loadable_path())
         db.enable_load_extension(False)
         db.setbusytimeout(30_000)
-        db.execute("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON")
         db.execute(f"PRAGMA mmap_size={MMAP_BYTES}")  # vec0 scans: 158 -> 94 ms at 100,000
+        return db
+
+    def _open_text(self) -> None:
+        self._text = self._connect()
+
+    def _open(self) -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        db = self._connect()
+        db.execute("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON")
         with db:
             db.execute(_SCHEMA.replace("{dims}", str(self._dims)))
             found = db.execute("SELECT value FROM meta WHERE key='dimensions'").fetchone()
@@ -122,8 +133,10 @@ class SQLiteMemoryStore(MemoryStore):
                 )
         self._db = db
 
-    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+    async def _call(self, fn: Callable[..., T], *args: Any, text: bool = False) -> T:
+        """Run ``fn`` on the store's thread (``text``: the full-text connection's)."""
+        pool = self._text_pool if text else self._pool
+        return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
 
     # -- writes ------------------------------------------------------------------------
 
@@ -208,7 +221,12 @@ class SQLiteMemoryStore(MemoryStore):
             f" WHERE memories_fts MATCH ? AND m.org = ?{where}"
             " ORDER BY bm25(memories_fts) LIMIT ?"
         )
-        return await self._call(self._ids, sql, [match, org, *args, n])
+        # On the second connection and thread: full text runs while the vectors are scanned
+        # (WAL readers see every committed write). 100,000 memories: 60 + 88 ms -> max.
+        return await self._call(self._text_ids, sql, [match, org, *args, n], text=True)
+
+    def _text_ids(self, sql: str, args: list[Any]) -> list[int]:
+        return [r[0] for r in self._text.execute(sql, args)]
 
     def _ids(self, sql: str, args: list[Any]) -> list[int]:
         return [r[0] for r in self._db.execute(sql, args)]
@@ -275,7 +293,11 @@ class SQLiteMemoryStore(MemoryStore):
         )
 
     async def close(self) -> None:
+        if self._text is not None:
+            text, self._text = self._text, None
+            await self._call(text.close, text=True)
         if self._db is not None:
             db, self._db = self._db, None
             await self._call(db.close)
         self._pool.shutdown(wait=True)
+        self._text_pool.shutdown(wait=True)
