@@ -14,7 +14,27 @@ from pathlib import Path
 from typing import Any
 
 from underlay.compute.interface import Instance
+from underlay.kernel.kernel import Kernel
 from underlay.sdk.client import AsyncUnderlay
+
+UID_BASE = 200_000
+
+
+async def sh(ul: AsyncUnderlay, sid: str, cmd: str, timeout: float = 30.0) -> Any:
+    return await ul.sandbox.commands.run(sid, cmd, timeout=timeout)
+
+
+async def instance(kernel: Kernel, sid: str) -> Instance:
+    return (await kernel.compute()).instances[sid]
+
+
+def caps(status: dict[str, str]) -> dict[str, int]:
+    return {k: int(status[k], 16) for k in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")}
+
+
+def host_cmdline(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+
 
 # --------------------------------------------------------------------------------------
 # helpers
