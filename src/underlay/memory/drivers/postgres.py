@@ -412,18 +412,18 @@ class PostgresMemoryStore(MemoryStore):
         return await self._rows("org = %s AND id = %s ORDER BY version", [org, memory_id])
 
     async def current_by_key(self, org: str, scope: dict[str, str], key: str) -> Row | None:
-        where, args = _scope_sql(scope)
-        found = await self._rows(
-            f"org = %s AND key = %s AND valid_to IS NULL{where} ORDER BY rowid LIMIT 1",
-            [org, key, *args],
-        )
-        return found[0] if found else None
+        return await self._current(org, scope, "key", key)
 
     async def current_by_hash(self, org: str, scope: dict[str, str], digest: str) -> Row | None:
+        return await self._current(org, scope, "hash", digest)
+
+    async def _current(
+        self, org: str, scope: dict[str, str], column: str, value: str
+    ) -> Row | None:
         where, args = _scope_sql(scope)
         found = await self._rows(
-            f"org = %s AND hash = %s AND valid_to IS NULL{where} ORDER BY rowid LIMIT 1",
-            [org, digest, *args],
+            f"org = %s AND {column} = %s AND valid_to IS NULL{where} ORDER BY rowid LIMIT 1",
+            [org, value, *args],
         )
         return found[0] if found else None
 

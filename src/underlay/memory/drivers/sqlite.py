@@ -263,20 +263,19 @@ class SQLiteMemoryStore(MemoryStore):
         return await self._call(self._rows, "org = ? AND id = ? ORDER BY version", [org, memory_id])
 
     async def current_by_key(self, org: str, scope: dict[str, str], key: str) -> Row | None:
-        where, args = _scope_sql(scope)
-        found = await self._call(
-            self._rows,
-            f"org = ? AND key = ? AND valid_to IS NULL{where} ORDER BY rowid LIMIT 1",
-            [org, key, *args],
-        )
-        return found[0] if found else None
+        return await self._current(org, scope, "key", key)
 
     async def current_by_hash(self, org: str, scope: dict[str, str], digest: str) -> Row | None:
+        return await self._current(org, scope, "hash", digest)
+
+    async def _current(
+        self, org: str, scope: dict[str, str], column: str, value: str
+    ) -> Row | None:
         where, args = _scope_sql(scope)
         found = await self._call(
             self._rows,
-            f"org = ? AND hash = ? AND valid_to IS NULL{where} ORDER BY rowid LIMIT 1",
-            [org, digest, *args],
+            f"org = ? AND {column} = ? AND valid_to IS NULL{where} ORDER BY rowid LIMIT 1",
+            [org, value, *args],
         )
         return found[0] if found else None
 
