@@ -128,7 +128,7 @@ async def import_(service: MemoryService, org: str, jsonl: str) -> tuple[int, in
     if not fresh:
         return 0, len(records)
     texts = [r.memory for r in fresh]
-    vectors, tokens = await service._embed(texts)
+    vectors, tokens = await service.embed(texts)
     rows = [
         Row(
             id=r.id,

@@ -116,7 +116,8 @@ class MemoryService:
         # adds of the same fact cannot both supersede the same version.
         self.writing = asyncio.Lock()
 
-    async def _embed(self, texts: list[str]) -> tuple[Any, list[int]]:
+    async def embed(self, texts: list[str]) -> tuple[Any, list[int]]:
+        """Vectors and token counts of ``texts``, computed off the event loop."""
         def work() -> tuple[Any, list[int]]:
             return self.embedder.embed(texts), self.embedder.count_tokens(texts)
 
@@ -159,7 +160,7 @@ class MemoryService:
                 units.append((i, fact, sources, msg.name or ""))
         if not units:
             return AddResult(results=[])
-        vectors, tokens = await self._embed([u[1].text for u in units])
+        vectors, tokens = await self.embed([u[1].text for u in units])
         async with self.writing:
             curator = Curator(self.store, org, scope, at)
             for n, (seq, fact, sources, actor) in enumerate(units):
@@ -200,7 +201,7 @@ class MemoryService:
         n = CANDIDATES if current else CANDIDATES * 3
 
         async def nearest() -> list[int]:
-            vectors, _ = await self._embed([inp.query])
+            vectors, _ = await self.embed([inp.query])
             return await self.store.dense(org, scope, vectors[0], n, current=current)
 
         # The lexical and key-value lookups run on the store while the query embeds.
@@ -291,7 +292,7 @@ class MemoryService:
     async def update(
         self, org: str, memory_id: str, text: str, metadata: dict[str, Any] | None, now: float
     ) -> Memory:
-        vectors, tokens = await self._embed([text])
+        vectors, tokens = await self.embed([text])
         async with self.writing:
             return await self._update(org, memory_id, text, metadata, now, vectors, tokens)
 
