@@ -35,9 +35,10 @@ Method.
   ``MemoryService.search`` (``search_*``), through the kernel in process
   (``ul.memory.search``: authn, budget hold, audit; ``kernel_search_*``) and through a
   traced copy of ``MemoryService.search`` that times each step with the same arguments:
-  query embedding, dense KNN (vec0), FTS5 (BM25), row fetch, adjacent fetch, and the
-  rerank (fusion, neighbours, entity boost, diversity, expansion, result models). Ten
-  warm-up queries precede each series; p50 / p95 are nearest-rank over the series.
+  query embedding, dense search (sign bits, then exact cosine), FTS5 (BM25), row fetch,
+  adjacent fetch, and the rerank (fusion, neighbours, entity boost, diversity, expansion,
+  result models). Ten warm-up queries precede each series; p50 / p95 are nearest-rank
+  over the series.
 
 Prints tables, then ONE JSON line (``search_*`` for ``u_big`` of the large store, the
 same under ``locomo_size`` and ``small_scope_in_large_store``). Targets: search p95 <=
