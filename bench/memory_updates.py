@@ -2,7 +2,7 @@
 
 Run from the project root:
 
-    .venv/bin/python bench/memory_updates.py [--people 20] [--seed 7] [--holdout] [-v]
+    .venv/bin/python bench/memory_updates.py [--people 20] [--seed 7] [--holdout|--fresh] [-v]
 
 Method. From the seed, deterministically, each of ``--people`` people (one user scope
 each) gets about a year of sessions a few weeks apart. Four attributes of the person
@@ -35,7 +35,12 @@ turns into a keyed fact with exactly the stated value (run on the extractor alon
 
 ``--holdout`` swaps every wording (statements and questions) and every value pool for a
 second set, written beside the first but never used to tune ``underlay.memory.extract``;
-report both. Prints a table, then one JSON line.
+report both. ``--fresh`` swaps them for a third set (statements, questions, value pools,
+chatter and the friend's turns), written later and before the extractor's next change,
+never used to tune it either; its chatter adds other people's jobs and sports,
+hypotheticals ("If I won the lottery I'd buy a flat in X"), negations ("I'd never move to
+X") and the speaker's temporary whereabouts ("I'm in X for the weekend"). Prints a table,
+then one JSON line.
 """
 
 from __future__ import annotations
@@ -115,6 +120,36 @@ WORDINGS: dict[str, dict[str, list[str]]] = {
         "food": ["I could eat {v} every day."],
         "sport": ["I've taken up {v}."],
     },
+    "fresh": {
+        "location": [
+            "We've just signed a lease on a flat in {v}.", "I'm officially a resident of {v} now.",
+            "Finally got the keys to our new flat in {v}.",
+            "We're all settled into our place in {v}.", "I've been in {v} for about a month now.",
+            "The move to {v} is done and dusted.", "I'm renting a little place in {v} now.",
+            "We're in {v} now, still getting used to it.",
+        ],
+        "employer": [
+            "{v} made me an offer and I said yes.", "Today was my first day at {v}.",
+            "I'm with {v} now.", "I've accepted a position at {v}.",
+            "I left my old company for {v}.", "I start at {v} on Monday.",
+            "I'm now on {v}'s payroll.",
+        ],
+        "job": [
+            "I got my first gig as {av}.", "I'm now a full-time {v}.",
+            "I earn my living as {av} these days.", "I qualified as {av} last month.",
+            "Work-wise, I'm {av} at a small firm now.", "I've been taken on as {av}.",
+            "Officially {av} as of this week!",
+        ],
+        "preference": [
+            "I'm hooked on {v} at the moment.", "I've fallen for {v} in a big way.",
+            "I'm all about {v} right now.", "{V} has become my absolute favourite {d}.",
+            "Honestly, {v} is the best {d} there is.",
+        ],
+        "drink": ["I start every morning with {v} now.", "I've been living on {v} lately."],
+        "food": ["I've been craving {v} all week.", "{V} is my comfort food these days."],
+        "sport": ["I've been playing {v} three times a week.",
+                  "I joined a {v} club and I'm loving it."],
+    },
 }
 QUESTIONS: dict[str, dict[str, list[str]]] = {
     "tuned": {
@@ -135,6 +170,14 @@ QUESTIONS: dict[str, dict[str, list[str]]] = {
         "drink": ["Which drink does {p} enjoy most?", "What does {p} usually drink?"],
         "food": ["What does {p} like to eat?", "Which dish does {p} love most?"],
         "sport": ["Which sport does {p} play?", "What game does {p} enjoy most?"],
+    },
+    "fresh": {
+        "location": ["Which city does {p} live in at the moment?", "Where has {p} moved to?"],
+        "employer": ["Which firm is {p} with now?", "Where does {p} work these days?"],
+        "job": ["What's {p}'s line of work?", "What kind of work does {p} do?"],
+        "drink": ["What's {p}'s drink of choice?", "What does {p} drink most?"],
+        "food": ["What is {p}'s go-to food?", "What does {p} love to eat?"],
+        "sport": ["Which sport is {p} playing these days?", "What does {p} do for exercise?"],
     },
 }
 VALUES: dict[str, dict[str, list[str]]] = {
@@ -168,6 +211,24 @@ VALUES: dict[str, dict[str, list[str]]] = {
         "drink": ["matcha", "iced tea", "mint tea", "latte", "smoothie", "cider", "oat milk"],
         "food": ["burritos", "risotto", "pho", "biryani", "gnocchi", "ceviche", "bibimbap"],
         "sport": ["football", "rugby", "cricket", "baseball", "handball", "padel"],
+    },
+    "fresh": {
+        "location": ["Marseille", "Bergen", "Ljubljana", "Auckland", "Winnipeg", "Savannah",
+                     "Ghent", "Sapporo", "Leipzig", "Granada", "Riga", "Santa Fe",
+                     "Kuala Lumpur", "San Sebastian"],
+        "employer": ["Brightwater Insurance", "Falcon Ridge Software", "Maple & Finch",
+                     "Tidewater Logistics", "Cobalt Robotics", "Nimbus Health",
+                     "Greystone Partners", "Saffron Media", "Polaris Analytics"],
+        "job": ["paralegal", "dental hygienist", "sound engineer", "data scientist",
+                "occupational therapist", "bookkeeper", "landscape architect",
+                "school counselor", "radiographer", "tour guide", "sous chef",
+                "quantity surveyor"],
+        "drink": ["oolong", "flat white", "yerba mate", "iced coffee", "rooibos",
+                  "coconut water", "masala chai"],
+        "food": ["tteokbokki", "empanadas", "laksa", "shakshuka", "pierogi", "moussaka",
+                 "katsu curry", "poutine"],
+        "sport": ["water polo", "ultimate frisbee", "pickleball", "field hockey",
+                  "beach volleyball", "ping pong", "lacrosse"],
     },
 }
 # Chatter never names a value of either pool: its cities, companies and drinks are others.
@@ -204,6 +265,55 @@ FRIEND = [
     "I'm so happy for you.", "I've lived in {city} my whole life.",
     "I still work at {company}.", "I've been drinking way too much {drink}.",
 ]
+# The fresh set's own chatter: other people's places, employers, jobs, drinks and sports,
+# hypotheticals, negations, questions and the speaker's passing whereabouts.
+FRESH_DISTRACT = {
+    "city": ["Naples", "Montreal", "Lagos", "Hanoi", "Zurich", "Phoenix", "Bilbao", "Perth"],
+    "company": ["Soylent Corp", "Wayne Enterprises", "Oscorp", "Aperture Labs"],
+    "food": ["a kebab", "a meat pie", "beans on toast", "a cheese toastie"],
+    "drink": ["eggnog", "energy drinks", "tomato juice"],
+    "job": ["lifeguard", "locksmith", "zookeeper", "tax advisor"],
+    "sport": ["darts", "curling", "croquet"],
+}
+FRESH_CHATTER = [
+    "I'd never move to {city}, it's far too hot for me.",
+    "If I won the lottery I'd buy a flat in {city}.", "My flatmate just got a job at {company}.",
+    "My wife has been a {job} for years.", "My boss is obsessed with {drink}.",
+    "Our neighbour Carla is a {job} now.", "I'm not a fan of {drink} at all.",
+    "I would never work for {company}, not after what I've heard.",
+    "I'm thinking of applying to {company}.", "Maybe one day we'll retire to {city}.",
+    "I was in {city} for a conference last week.",
+    "I'm at the airport in {city} waiting for my connection.",
+    "I'm in {city} for the weekend visiting friends.",
+    "My husband prefers {drink}, but I can't stand it.",
+    "Everyone at the office is drinking {drink} lately.",
+    "My son wants to be a {job} when he grows up.", "I used to work at {company} years ago.",
+    "We almost moved to {city} once.", "I could never be a {job}, I'd be terrible at it.",
+    "I had {food} at my aunt's place.", "My sister is really into {sport} these days.",
+    "I'd love to try {sport} one day.", "I'm trying to drink more water.",
+    "I'm at my parents' place for the holidays.",
+    "My old roommate relocated to {city} for work.",
+    "I don't really like {food}, to be honest.", "The bus was packed this morning.",
+    "I finally sorted out my tax return.", "We got a new sofa delivered on Tuesday.",
+    "I burnt the toast again.", "My laptop battery is dying.",
+    "The kids have a school play on Friday.", "I went for a long walk by the river.",
+    "I'm on call all weekend, ugh.", "Work has been hectic since the merger.",
+    "I've got a dentist appointment tomorrow.", "My uncle has lived in {city} for forty years.",
+    "My cousin was hired by {company} straight out of college.",
+    "Should I move to {city}, do you think?", "My partner is a huge fan of {food}.",
+    "I'm definitely not a {sport} person.", "I'm watching the {sport} final tonight.",
+]
+FRESH_FRIEND = [
+    "Congrats, that's huge!", "No way, tell me everything!", "That sounds like a big change.",
+    "I just moved to {city} myself.", "I'm a {job} too, small world.",
+    "I've switched to {drink} myself.", "I started at {company} last spring.",
+]
+# Each split's (distractor pools, the person's chatter, the friend's turns).
+CHAT: dict[str, tuple[dict[str, list[str]], list[str], list[str]]] = {
+    "tuned": (DISTRACT, CHATTER, FRIEND),
+    "holdout": (DISTRACT, CHATTER, FRIEND),
+    "fresh": (FRESH_DISTRACT, FRESH_CHATTER, FRESH_FRIEND),
+}
 
 
 @dataclass
@@ -234,6 +344,7 @@ def with_article(v: str) -> str:
 def people(n: int, seed: int, split: str) -> list[Person]:
     rng = random.Random(seed)
     words, pools = WORDINGS[split], VALUES[split]
+    distract, chatter, friend = CHAT[split]
     out = []
     for name in PEOPLE[:n]:
         p = Person(name, rng.choice(FRIENDS), rng.choice(["drink", "food", "sport"]))
@@ -254,13 +365,13 @@ def people(n: int, seed: int, split: str) -> list[Person]:
                                                 d=p.domain)
                 p.statements.append((attr, v, text))
                 turns[s].append(text)
-        deck = rng.sample(CHATTER, len(CHATTER))  # no chatter line twice for one person
+        deck = rng.sample(chatter, len(chatter))  # no chatter line twice for one person
         for s, when in enumerate(dates):
-            fill = {k: rng.choice(v) for k, v in DISTRACT.items()}
+            fill = {k: rng.choice(v) for k, v in distract.items()}
             chat = [deck.pop().format(**fill) for _ in range(rng.randint(2, 3))]
             p.chatter += chat
             said = [(p.name, t) for t in turns[s] + chat]
-            said += [(p.friend, rng.choice(FRIEND).format(**fill))
+            said += [(p.friend, rng.choice(friend).format(**fill))
                      for _ in range(rng.randint(1, 2))]
             rng.shuffle(said)
             msgs = [{"name": who, "content": text, "id": f"{p.name}-s{s}-m{i}"}
@@ -341,10 +452,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--people", type=int, default=20, help=f"at most {len(PEOPLE)}")
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--holdout", action="store_true", help="the wordings not tuned on")
+    split_arg = parser.add_mutually_exclusive_group()
+    split_arg.add_argument("--holdout", action="store_true", help="the wordings not tuned on")
+    split_arg.add_argument("--fresh", action="store_true",
+                           help="a third set, written before the extractor's last change")
     parser.add_argument("-v", "--verbose", action="store_true", help="list the misses")
     args = parser.parse_args()
-    split = "holdout" if args.holdout else "tuned"
+    split = "holdout" if args.holdout else "fresh" if args.fresh else "tuned"
     ps = people(min(args.people, len(PEOPLE)), args.seed, split)
     qs = questions(ps, args.seed, split)
     keyed, false_keyed = extraction(ps)

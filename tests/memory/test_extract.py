@@ -36,6 +36,10 @@ from underlay.memory.extract import asks_for, entities, extract
         ("I accepted an offer from Hooli.", "ana/employer", "Hooli"),
         ("I landed a job with Umbrella Pharma.", "ana/employer", "Umbrella Pharma"),
         ("I'm employed at Vandelay Industries.", "ana/employer", "Vandelay Industries"),
+        # "I'm at X" after a change of job
+        ("I switched jobs and I'm at Lumen Energy now.", "ana/employer", "Lumen Energy"),
+        ("Changed careers, and now I'm at Bank of Avalon.", "ana/employer", "Bank of Avalon"),
+        ("I left my old company and I am at Helix Biotech.", "ana/employer", "Helix Biotech"),
         # the speaker's job
         ("I got a job as a data analyst.", "ana/job", "data analyst"),
         ("I am a software engineer.", "ana/job", "software engineer"),
@@ -60,6 +64,19 @@ from underlay.memory.extract import asks_for, entities, extract
         ("Tennis is my new favourite sport.", "ana/favourite sport", "Tennis"),
         ("I've switched to kombucha.", "ana/favourite drink", "kombucha"),
         ("I prefer working from home.", "ana/preference", "working from home"),
+        # the speaker's superlative, subject unsaid
+        ("Nothing beats matcha for me right now.", "ana/favourite drink", "matcha"),
+        ("Honestly, nothing beats a cup of mint tea.", "ana/favourite drink", "mint tea"),
+        ("You can't beat pho on a cold day.", "ana/favourite food", "pho"),
+        ("Nothing compares to cricket.", "ana/favourite sport", "cricket"),
+        ("There's nothing like a bowl of ramen.", "ana/favourite food", "ramen"),
+        # a modal hyperbole of habit: the domain comes from the verb
+        ("I could eat bibimbap every day.", "ana/favourite food", "bibimbap"),
+        ("I could happily drink iced tea all day long.", "ana/favourite drink", "iced tea"),
+        ("Honestly I could play squash every single day.", "ana/favourite sport", "squash"),
+        ("I could eat jollof rice every day.", "ana/favourite food", "jollof rice"),
+        # a measure word is not the value
+        ("My go-to drink is a cup of tea.", "ana/favourite drink", "tea"),
         # anything said as "my X is Name"
         ("My dog is Rex.", "ana/dog", "Rex"),
     ],
@@ -100,6 +117,21 @@ def test_keyed_facts(text: str, key: str, value: str) -> None:
         "My role is to help people.",
         "I've switched to Linux.",  # no known domain
         "My brother is visiting next weekend.",  # "my X is" with no name
+        "My dad says nothing beats a cold beer.",  # someone else's superlative
+        "Nothing beats coffee, my dad says.",
+        "According to Sam, nothing beats rugby.",
+        "Lyon is home now, my sister says.",
+        "Nothing beats a good night's sleep.",  # no known domain
+        "I can't beat my brother at tennis.",  # not a superlative
+        "If I could eat pizza every day, I would.",  # not real
+        "My son could eat pizza every day.",  # someone else's habit
+        "I could never eat sushi every day.",  # negated
+        "I couldn't drink coffee every day.",
+        "I could eat a horse.",  # no habit
+        "I'm at Heathrow now.",  # "I'm at X" without a change of job: a whereabouts
+        "I switched jobs but I'm at home today.",
+        "My wife switched jobs and she's at Globex now.",
+        "I switched jobs and I'm with Sarah now.",  # "with" may be a person
     ],
 )
 def test_sentences_that_are_not_the_speakers_keyed_fact(text: str) -> None:
@@ -109,7 +141,8 @@ def test_sentences_that_are_not_the_speakers_keyed_fact(text: str) -> None:
 
 def test_wordings_of_one_attribute_share_its_key() -> None:
     said = ["My favourite drink is coffee.", "These days I prefer green tea.",
-            "Lately I've been into matcha.", "I mostly drink espresso now."]
+            "Lately I've been into matcha.", "I mostly drink espresso now.",
+            "Nothing beats chai for me.", "I could drink kombucha all day."]
     assert {f.key for s in said for f in extract(s, "Ana")} == {"ana/favourite drink"}
     moved = ["I moved to Lyon.", "We relocated to Porto.", "I'm based in Oslo these days."]
     assert {f.key for s in moved for f in extract(s, "Ana")} == {"ana/location"}
@@ -137,6 +170,9 @@ def test_retraction_names_the_key_it_ends() -> None:
         ("Which city is Ana based in?", ("location",)),
         ("Who does Ana work for?", ("employer",)),
         ("Which company employs Ana?", ("employer",)),
+        ("Where does Ana work?", ("employer",)),
+        ("Where is Ana working these days?", ("employer",)),
+        ("Where did Ana work out?", ()),
         ("What does Ana do for a living?", ("job",)),
         ("What is Ana's job title?", ("job",)),
         ("What does Ana like to drink?", ("favourite drink", "preference")),

@@ -4,15 +4,17 @@ No model is involved, so the same messages always give the same facts. Each mess
 the sentences that state something (no greetings, questions or fillers), attributed to
 their speaker ("Ana: I moved to Lyon"). *Keyed* facts are those whose newer value replaces
 the older one, recognised in their usual wordings: ``location`` (live in, moved to, based
-in, home is ...), ``employer`` (work for, joined, new job at, hired by ...), ``job`` (work
-as, promoted to, "I'm a nurse" ...), ``favourite <domain>`` (my favourite drink is, prefer,
-into, mostly drink ...; the domain is named or looked up in a small lexicon of drinks,
-foods and sports, so "I prefer tea" updates "my favourite drink is coffee"; else "prefer"
-gives ``preference``) and "my X is Name". A keyed fact is the speaker's own: the verb's
-subject is "I" or "we", or left out ("Just moved to Lyon!"); "my sister moved to Rome",
-"if I moved to Rome" and "I lived in Rome" stay plain facts. Places and employers are
-proper names ("I work at home" is no employer); a job without a cue word ("I'm a ...")
-ends in an occupation. "I no longer ..." / "... any more" retracts a location or employer.
+in, home is ...), ``employer`` (work for, joined, new job at, hired by, "switched jobs and
+I'm at X" ...), ``job`` (work as, promoted to, "I'm a nurse" ...), ``favourite <domain>``
+(my favourite drink is, prefer, into, mostly drink, "nothing beats X", "I could eat X every
+day" ...; the domain is named or looked up in a small lexicon of drinks, foods and sports,
+so "I prefer tea" updates "my favourite drink is coffee"; else "prefer" gives
+``preference``) and "my X is Name". A keyed fact is the speaker's own: the verb's subject
+is "I" or "we", or left out ("Just moved to Lyon!", "Nothing beats tea"); "my sister moved
+to Rome", "if I moved to Rome", "I lived in Rome" and "Nothing beats tea, my dad says" stay
+plain facts. Places and employers are proper names ("I work at home" is no employer); a
+job without a cue word ("I'm a ...") ends in an occupation. "I no longer ..." / "... any
+more" retracts a location or employer.
 :func:`asks_for` names the attributes a question asks about, for search.
 
 An optional LLM extractor (any OpenAI-compatible endpoint) can replace this one; both
@@ -84,7 +86,8 @@ _DOMAIN_WORDS = {"beverage": "drink", "drinks": "drink", "dish": "food", "meal":
 
 # -- whose fact: the subject of the verb ---------------------------------------------------
 _LEAD = (r"(?:(?:so|well|oh|yeah|anyway|guess what|big news|update|these days|lately|"
-         r"nowadays|recently|finally|actually|now|since \w+|as of \w+|(?:this|last) \w+)\W+)*")
+         r"nowadays|recently|finally|actually|now|honestly|personally|for me|to be honest|tbh|"
+         r"since \w+|as of \w+|(?:this|last) \w+)\W+)*")
 _AUX = r"(?:'ve been|'ve|'m|'re|'d| have been| have| am| are| was| were| got| just got)?"
 _ADV = (r"(?:(?:just|recently|now|finally|already|officially|actually|also|still|"
         r"currently|both|all|happily|really|totally|mostly|usually|mainly|so)\s+)*")
@@ -108,7 +111,8 @@ _CUT = re.compile(
     r"\s+(?:at|for|with|in|on|since|and|but|because|so|after|before|when|while|which|who|that|"
     r"than|over|instead|rather|to|until|these days|now|lately|nowadays|right now|every|most|all|"
     r"again|too|as well|recently|yesterday|today|(?:last|this|next) \w+|\w+ \w+ ago)\b.*$", re.I)
-_ARTICLE = re.compile(r"^(?:an?|the|some|more|my|our)\s+", re.I)
+_ARTICLE = re.compile(r"^(?:(?:an?|the|some|more|my|our)\s+)?"  # "a cup of tea" -> "tea"
+                      r"(?:(?:cup|glass|mug|bowl|plate|slice|pint|bottle|pot)s?\s+of\s+)?", re.I)
 
 
 def _proper(tail: str) -> str | None:
@@ -155,6 +159,17 @@ _OFTEN = (r"every day|daily|most days|most weekends|every weekend|all the time|e
           r"these days|nowadays|lately|now")
 _LOTS = r"(?:a lot of|lots of|so much|loads of)\s+"
 _THING = r"(?P<v>[\w' -]{2,40}?)\s+is\s+(?:now\s+|still\s+)?my\s+"
+# "I switched jobs and I'm at X now": "I'm at X" names an employer after a change of job.
+_NEW_JOB = (r"\b(?:switched|changed|swapped|left|quit)\s+(?:my\s+)?(?:old\s+)?(?:jobs?|careers?|"
+            r"employers?|compan(?:y|ies)|firms?)\b[\s,;-]*(?:and\s+|so\s+)?(?:now\s+)?"
+            r"(?:I'm|I am|we're|we are)\s+(?:now\s+)?at\s+")
+# The speaker's superlative, subject unsaid: "Nothing beats X", "You can't beat X".
+_BEST = (rf"^{_LEAD}(?:nothing(?:'s|\s+is)?\s+(?:beats?|tops?|(?:better|nicer)\s+than|"
+         r"compares?\s+(?:to|with)|comes?\s+close\s+to)|(?:you\s+)?can(?:'t|not)\s+beat|"
+         r"there's\s+nothing\s+(?:quite\s+)?like)\s+")
+# A modal hyperbole of habit: "I could eat X every day", "I could happily drink X all day".
+_COULD = (r"(?:every\s+(?:single\s+)?(?:day|morning|night|meal)|all\s+day(?:\s+long)?|forever|"
+          r"day\s+and\s+night)")
 Rule = tuple[str, re.Pattern[str], Callable[[str], str | None], bool]
 _RULES: list[Rule] = [
     (attr, re.compile(p, re.I), reader, own)
@@ -179,6 +194,7 @@ _RULES: list[Rule] = [
         ("employer", r"\b(?:hired|employed|recruited|headhunted|taken on)\s+(?:by|at)\s+",
          _proper, True),
         ("employer", r"\bsigned\s+(?:on\s+)?with\s+", _proper, True),
+        ("employer", _NEW_JOB, _proper, True),
         ("employer", rf"^{_LEAD}my\s+(?:new\s+)?(?:employer|company|workplace)\s+is\s+"
                      r"(?:now\s+)?", _proper, False),
         ("employer", rf"^{_LEAD}(?=(?:the\s+)?{_P}\s+(?:just\s+|recently\s+|finally\s+)?(?:hired|"
@@ -208,8 +224,14 @@ _RULES: list[Rule] = [
         ("favourite", rf"\b(?P<k>drink|eat|play)(?:ing)?\s+(?:{_LOTS})?(?P<v>[\w' -]+?)\s+"
                       rf"(?:{_OFTEN})\b", _phrase, True),
         ("favourite", rf"\b(?P<k>drink|eat|play)ing\s+{_LOTS}", _phrase, True),
+        ("favourite", rf"\bcould\s+{_ADV}(?P<k>drink|eat|play)\s+(?P<v>[\w' -]+?)\s+{_COULD}\b",
+         _phrase, True),
+        ("like", _BEST, _phrase, False),
     ]
 ]
+# "..., my dad says": someone else's opinion, whatever the wording before it.
+_REPORTED = re.compile(r"[,;]\s*(?:\w+\s+){0,2}(?:says?|said|reckons?|claims?|insists?)\b|"
+                       r"\baccording to\b", re.I)
 _MY_X_IS = re.compile(r"^my (?P<k>[a-z]{3,20}(?: [a-z]{3,20})?) is (?:now )?(?P<v>[^,.;!?]+)", re.I)
 _RETRACT = re.compile(r"\b(no longer|any ?more|quit|left my job|stopped)\b", re.I)
 _RETRACT_KEY = [
@@ -218,7 +240,11 @@ _RETRACT_KEY = [
 ]
 # What a question asks about, tried in order: "Where does Ana work?" asks for the employer.
 _ASKS = [
-    ("employer", r"\b(?:work(?:s|ing)? (?:for|at)|employ\w*|compan(?:y|ies)|firm|workplace)\b"),
+    (
+        "employer",
+        r"\b(?:work(?:s|ing)? (?:for|at)|employ\w*|compan(?:y|ies)|firm|workplace)\b"
+        r"|\bwhere (?:does|did|do|is) \w+(?: \w+)? work(?:s|ing)?\b(?! out)",
+    ),
     ("job", r"\b(?:job|occupation|profession|role|title|career|for a living|works? as)\b"),
     ("location", r"\b(?:live[sd]?|living|based|reside\w*|home|city|town|where\b.*\bstay)\b"),
     ("favourite", r"\b(?:favou?rite|prefer\w*|like\w* (?:best|most)|enjoy\w*|love\w*|into|"
@@ -258,7 +284,8 @@ def keyed(sentence: str) -> tuple[str, str] | None:
     for attr, pattern, reader, own in _RULES:
         for m in pattern.finditer(s):
             before = s[: m.start()]
-            if _UNREAL.search(before) or (own and not _first_person(before, s)):
+            if _UNREAL.search(before) or (own and not _first_person(before, s)) or (
+                    not own and _REPORTED.search(s)):
                 continue
             if (value := reader(m.groupdict().get("v") or s[m.end():])) is None:
                 continue
