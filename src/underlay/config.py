@@ -67,6 +67,21 @@ class MemoryConfig(BaseModel):
     llm: LLMConfig | None = None
 
 
+class OrchestrationConfig(BaseModel):
+    """Settings of durable tasks and their workers (``orchestration:`` in config.yaml)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    worker: bool = True  # ``underlay up`` runs a worker in its own process
+    concurrency: int = Field(default=16, ge=1, le=1024)  # tasks one worker runs at once
+    queues: list[str] = Field(default_factory=lambda: ["default"])
+    lease_seconds: float = Field(default=10.0, gt=0)
+    heartbeat_seconds: float = Field(default=1.0, gt=0)
+    dead_after_seconds: float = Field(default=3.0, gt=0)  # silent this long: declared dead
+    poll_seconds: float = Field(default=0.05, gt=0)
+    dbos_url: str | None = None  # DBOS's system database; default home/dbos.sqlite or database_url
+
+
 class Config(BaseModel):
     """Every setting of one underlay installation, with its embedded default."""
 
@@ -87,6 +102,7 @@ class Config(BaseModel):
     master_key: str | None = None  # base64; default: home/master.key, created on first start
     compute: ComputeConfig = Field(default_factory=ComputeConfig)
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
+    orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig)
 
     @property
     def resolved_database_url(self) -> str:
@@ -106,7 +122,7 @@ class Config(BaseModel):
                 raise InvalidInput(f"{path}: expected a mapping of settings")
             values.update(loaded)
         for name, info in cls.model_fields.items():
-            if info.annotation in (ComputeConfig, MemoryConfig):
+            if info.annotation in (ComputeConfig, MemoryConfig, OrchestrationConfig):
                 continue
             env = os.environ.get(f"UNDERLAY_{name.upper()}")
             if env is not None:

@@ -12,7 +12,8 @@ into this tree at the boundary where they occur; nothing else escapes the kernel
     ├── PermissionDenied        403 permission_denied    capability or scope missing
     ├── NotFound                404 not_found            absent, or in another org
     ├── Conflict                409 conflict             state forbids the operation
-    │   └── IdempotencyKeyReused 409 idempotency_key_reused
+    │   ├── IdempotencyKeyReused 409 idempotency_key_reused
+    │   └── StaleLease          409 stale_lease          a fencing token was overtaken
     ├── BudgetExceeded          402 budget_exceeded      not enough budget; nothing ran
     ├── LimitExceeded           429 limit_exceeded       quota or enrollment limit
     ├── Unavailable             503 unavailable          retryable: backend down
@@ -95,6 +96,10 @@ class Conflict(UnderlayError):
 
 class IdempotencyKeyReused(Conflict):
     code = "idempotency_key_reused"
+
+
+class StaleLease(Conflict):
+    code = "stale_lease"
 
 
 class BudgetExceeded(UnderlayError):

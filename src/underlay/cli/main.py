@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from underlay.cli import agents, audit, budget, calls, memory, sandbox, serve, tokens
+from underlay.cli import agents, audit, budget, calls, memory, sandbox, serve, tasks, tokens
 from underlay.cli.runtime import State
 
 app = typer.Typer(
@@ -61,6 +61,7 @@ app.add_typer(budget.app, name="budget")
 app.add_typer(audit.app, name="audit")
 app.add_typer(sandbox.app, name="sandbox")
 app.add_typer(memory.app, name="memory")
+app.add_typer(tasks.app, name="tasks")
 calls.register(app)
 serve.register(app)
 

@@ -81,10 +81,22 @@ async def _up(config: Config, serve: Callable[..., Awaitable[Any]], as_json: boo
             _announce(url, kernel, as_json)
             if compute is not None:
                 compute.pool.start()  # warm up once listening: a failed bind starts nothing
+            if config.orchestration.worker:
+                started.append(asyncio.ensure_future(_start_worker(kernel)))
+
+        started: list[asyncio.Future[None]] = []
 
         await serve(kernel, config.host, config.port, ready=ready)
     finally:
         await kernel.close()
+
+
+async def _start_worker(kernel: Kernel) -> None:
+    from underlay.orchestration.worker import Worker, dbos_url
+
+    worker = Worker(kernel.tasks(), kernel.config.orchestration, dbos_url(kernel.config))
+    kernel.workers.append(worker)  # the kernel stops it on close
+    await worker.start()
 
 
 def _run_until_signal(main: Awaitable[None]) -> None:
@@ -148,6 +160,42 @@ def mcp(ctx: typer.Context, json_: JsonOpt = False) -> None:
         _run_until_signal(_mcp(config, st.token, run_stdio))
 
 
+def worker(
+    ctx: typer.Context,
+    queue: Annotated[
+        list[str] | None, typer.Option("--queue", "-q", help="A queue to serve (repeatable).")
+    ] = None,
+    concurrency: Annotated[int | None, typer.Option(help="Tasks run at once.")] = None,
+) -> None:
+    """Run a task worker on this installation's database until Ctrl-C or SIGTERM.
+
+    Workers on many hosts share one PostgreSQL installation (``database_url``); each leases
+    tasks, runs their steps durably, heartbeats, and adopts the tasks of dead workers.
+    """
+    from underlay.orchestration.worker import run_worker
+
+    logging.basicConfig(
+        stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    overrides: dict[str, Any] = {}
+    if queue:
+        overrides["queues"] = queue
+    if concurrency:
+        overrides["concurrency"] = concurrency
+    with guard(False):
+        config = Config.load(home=state(ctx).home)
+
+        async def main() -> None:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in STOP_SIGNALS:  # a clean stop: leases handed back, DBOS shut down
+                loop.add_signal_handler(sig, stop.set)
+            await run_worker(config, stop, **overrides)
+
+        asyncio.run(main())
+
+
 def register(app: typer.Typer) -> None:
     app.command("up")(up)
+    app.command("worker")(worker)
     app.command("mcp")(mcp)

@@ -37,6 +37,8 @@ from underlay.storage.migrations import migrate
 if TYPE_CHECKING:
     from underlay.compute.manager import ComputeManager
     from underlay.memory.service import MemoryService
+    from underlay.orchestration.queue import TaskQueue
+    from underlay.orchestration.worker import Worker
 
 log = logging.getLogger("underlay.kernel")
 
@@ -75,6 +77,8 @@ class Kernel:
         self._compute_lock = asyncio.Lock()
         self._memory: MemoryService | None = None
         self._memory_lock = asyncio.Lock()
+        self._tasks: TaskQueue | None = None
+        self.workers: list[Worker] = []  # the in-process workers ``underlay up`` started
 
     @classmethod
     async def open(
@@ -221,7 +225,23 @@ class Kernel:
                     self._memory = await open_memory(self.config)
         return self._memory
 
+    def tasks(self) -> TaskQueue:
+        """The durable task queue in this installation's database."""
+        if self._tasks is None:
+            from underlay.orchestration.queue import TaskQueue
+
+            self._tasks = TaskQueue(self.db, self.config.orchestration.lease_seconds)
+        return self._tasks
+
+    def wake_workers(self) -> None:
+        """A task was submitted: in-process workers claim it without waiting for a poll."""
+        for worker in self.workers:
+            worker.poke()
+
     async def close(self) -> None:
+        for worker in self.workers:
+            await worker.stop()
+        self.workers = []
         if self._memory is not None:
             await self._memory.close()
             self._memory = None

@@ -49,6 +49,7 @@ MIGRATIONS: list[Migration] = [
         ),
     ),
     Migration(2, "compute: sandboxes and snapshots", _create("sandboxes", "sandbox_snapshots")),
+    Migration(3, "orchestration: tasks and workers", _create("tasks", "task_queues", "workers")),
 ]
 
 _PG_LOCK_KEY = 0x756E646C  # "undl"

@@ -206,3 +206,55 @@ sandbox_snapshots = Table(
     Column("size_bytes", BigInteger, nullable=False),
     Column("created_at", Float, nullable=False),
 )
+
+
+# -- orchestration ---------------------------------------------------------------------
+
+tasks = Table(
+    "tasks",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("org_id", ID, nullable=False),
+    Column("queue", String(100), nullable=False),
+    Column("handler", String(200), nullable=False),
+    Column("input", JSON, nullable=False),
+    Column("priority", Integer, nullable=False),
+    Column("state", String(16), nullable=False),  # queued | leased | succeeded | failed | cancelled
+    Column("attempts", Integer, nullable=False),
+    Column("max_attempts", Integer, nullable=False),
+    Column("fence", BigInteger, nullable=False),  # the fencing token of the latest lease
+    Column("worker_id", ID),  # the lease holder while leased
+    Column("lease_expires_at", Float),
+    Column("not_before", Float, nullable=False),  # retry backoff
+    Column("result", JSON),
+    Column("error", JSON),
+    Column("submitted_by", ID, nullable=False),
+    Column("idempotency_key", String(200)),
+    Column("created_at", Float, nullable=False),
+    Column("started_at", Float),
+    Column("finished_at", Float),
+    Index("ix_tasks_ready", "state", "queue", "org_id", "priority", "created_at"),
+    Index("ix_tasks_worker", "worker_id", "state"),
+    Index("ix_tasks_org", "org_id", "created_at"),
+    UniqueConstraint("org_id", "idempotency_key"),
+)
+
+task_queues = Table(
+    "task_queues",
+    metadata,
+    Column("org_id", ID, primary_key=True),
+    Column("name", String(100), primary_key=True),
+    Column("concurrency", Integer, nullable=False),
+)
+
+workers = Table(
+    "workers",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("host", String(200), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("queues", JSON, nullable=False),
+    Column("state", String(16), nullable=False),  # alive | dead | stopped
+    Column("started_at", Float, nullable=False),
+    Column("heartbeat_at", Float, nullable=False),
+)

@@ -1,0 +1,160 @@
+"""Durable task steps on DBOS Transact, recovered by underlay rather than by DBOS.
+
+Each *attempt* of a task (one lease) runs as one DBOS workflow, ``{task_id}-a{attempt}``,
+and every ``await run.step(name, fn, ...)`` in its handler is a DBOS step: its output is
+checkpointed (SQLite or PostgreSQL) before the handler goes on. A later attempt first
+reads the steps its predecessors recorded (``DBOS.list_workflow_steps``) and replays
+them — the outputs are returned and re-recorded, the functions do not run — so after a
+crash (kill -9 included) completed steps never run again and the task continues where
+it stopped. The step that was in flight at the crash does run again: every step gets a
+stable ``idempotency_key`` for its outside effects (``run.key(name)``).
+
+Why not DBOS's own recovery: open-source DBOS recovers only the workflows of the
+executor that restarts, and re-queues adopted ones for whichever process polls first.
+underlay decides who runs a task (leases with fencing tokens, in ``queue.py``); a
+workflow per attempt keeps DBOS to what it does best, durable checkpoints.
+
+DBOS is one instance per process (``launch`` / ``shutdown`` here); each worker process
+gets its own executor id and the fixed ``APPLICATION_VERSION`` (DBOS's default, a hash
+of the workflow source, would make processes of different builds ignore each other).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from underlay import errors
+from underlay.orchestration.queue import Lease
+
+APPLICATION_VERSION = "underlay-tasks-1"
+Handler = Callable[["TaskRun", dict[str, Any]], Awaitable[dict[str, Any]]]
+HANDLERS: dict[str, Handler] = {}
+
+
+def handler(name: str) -> Callable[[Handler], Handler]:
+    """Register an async task handler under ``name`` (what ``tasks.submit`` names)."""
+
+    def register(fn: Handler) -> Handler:
+        HANDLERS[name] = fn
+        return fn
+
+    return register
+
+
+@dataclass
+class TaskRun:
+    """What a handler sees of its task: identity, attempt, fencing token and steps."""
+
+    task_id: str
+    attempt: int
+    fence: int
+    replayed: int = 0  # steps answered from an earlier attempt's record
+    executed: int = 0  # steps whose function ran in this attempt
+    _recorded: dict[str, Any] = field(default_factory=dict)
+    _seen: dict[str, int] = field(default_factory=dict)
+
+    def key(self, name: str) -> str:
+        """A stable idempotency key for step ``name``'s outside effect, equal in every attempt."""
+        return f"{self.task_id}:{name}"
+
+    async def step(self, name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run ``fn`` once for this task, durably: its result is checkpointed and replayed."""
+        from dbos import DBOS
+
+        n = self._seen[name] = self._seen.get(name, 0) + 1
+        label = name if n == 1 else f"{name}#{n}"
+        if label in self._recorded:
+            self.replayed += 1
+            return await DBOS.run_step_async({"name": label}, _recorded, self._recorded[label])
+        self.executed += 1
+        return await DBOS.run_step_async({"name": label}, fn, *args, **kwargs)
+
+
+def _recorded(value: Any) -> Any:
+    return value
+
+
+async def _earlier_steps(task_id: str, attempt: int) -> dict[str, Any]:
+    """The outputs earlier attempts recorded, the latest attempt's winning."""
+    from dbos import DBOS
+
+    found: dict[str, Any] = {}
+    for earlier in range(attempt - 1, 0, -1):
+        for info in await DBOS.list_workflow_steps_async(workflow_id(task_id, earlier)):
+            if info["error"] is None and info["function_name"] not in found:
+                found[info["function_name"]] = info["output"]
+    return found
+
+
+def workflow_id(task_id: str, attempt: int) -> str:
+    return f"{task_id}-a{attempt}"
+
+
+async def _attempt(
+    task_id: str, attempt: int, fence: int, name: str, payload: dict[str, Any]
+) -> dict[str, Any]:
+    fn = HANDLERS.get(name)
+    if fn is None:
+        raise errors.InvalidInput(f"no task handler {name!r} in this worker", field="handler")
+    run = TaskRun(task_id, attempt, fence, _recorded=await _earlier_steps(task_id, attempt))
+    result = await fn(run, payload)
+    return {**result, "_steps": {"executed": run.executed, "replayed": run.replayed}}
+
+
+_workflow: Callable[..., Awaitable[dict[str, Any]]] | None = None
+
+
+def _registered() -> Callable[..., Awaitable[dict[str, Any]]]:
+    global _workflow
+    if _workflow is None:
+        from dbos import DBOS
+
+        _workflow = DBOS.workflow(name="underlay.task")(_attempt)
+    return _workflow
+
+
+async def run_attempt(lease: Lease) -> dict[str, Any]:
+    """Run one leased attempt as its own DBOS workflow; return the handler's result."""
+    from dbos import SetWorkflowID
+
+    workflow = _registered()
+    with SetWorkflowID(workflow_id(lease.task_id, lease.attempt)):
+        return await workflow(lease.task_id, lease.attempt, lease.fence, lease.handler, lease.input)
+
+
+def launch(system_url: str, executor_id: str) -> None:
+    """Start this process's DBOS (idempotent per process): its own executor id, our version."""
+    from dbos import DBOS
+
+    if system_url.startswith("sqlite:///"):
+        _wal(system_url[len("sqlite:///") :])
+    _registered()
+    DBOS(
+        config={
+            "name": "underlay",
+            "system_database_url": system_url,
+            "executor_id": executor_id,
+            "application_version": APPLICATION_VERSION,
+            "log_level": "WARNING",
+            "notification_listener_polling_interval_sec": 0.05,
+        }
+    )
+    DBOS.launch()
+
+
+def shutdown() -> None:
+    from dbos import DBOS
+
+    DBOS.destroy(workflow_completion_timeout_sec=0)
+
+
+def _wal(path: str) -> None:
+    """WAL once on DBOS's SQLite file (DBOS leaves it in rollback mode: 1.5-2x slower)."""
+    conn = sqlite3.connect(path, timeout=30)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+    finally:
+        conn.close()

@@ -1,0 +1,67 @@
+"""Inputs and outputs of the ``tasks.*`` syscalls."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from underlay.types import StrictModel
+
+QUEUE_NAME = r"^[a-z0-9][a-z0-9_.-]{0,99}$"
+
+
+class SubmitTask(StrictModel):
+    handler: str = Field(min_length=1, max_length=200, description="a registered task handler")
+    input: dict[str, Any] = Field(default_factory=dict)
+    queue: str = Field(default="default", pattern=QUEUE_NAME)
+    priority: int = Field(default=0, ge=-1000, le=1000, description="higher runs first")
+    max_attempts: int = Field(default=3, ge=1, le=100)
+    dedupe_key: str | None = Field(
+        default=None, max_length=200, description="submitting again with it returns the first task"
+    )
+
+
+class TaskRef(StrictModel):
+    task_id: str = Field(min_length=1, max_length=100)
+
+
+class ListTasks(StrictModel):
+    state: str | None = Field(default=None, pattern="^(queued|leased|succeeded|failed|cancelled)$")
+    queue: str | None = Field(default=None, pattern=QUEUE_NAME)
+    limit: int = Field(default=100, ge=1, le=1000)
+    cursor: str | None = None
+
+
+class SetConcurrency(StrictModel):
+    queue: str = Field(pattern=QUEUE_NAME)
+    concurrency: int = Field(ge=1, le=100_000)
+
+
+class Task(StrictModel):
+    id: str
+    queue: str
+    handler: str
+    state: str
+    priority: int
+    attempts: int
+    max_attempts: int
+    fence: int
+    worker_id: str | None
+    input: dict[str, Any]
+    result: dict[str, Any] | None
+    error: dict[str, Any] | None
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    created: bool = Field(default=True, description="False: an earlier task with the dedupe key")
+
+
+class TaskPage(StrictModel):
+    items: list[Task]
+    next_cursor: str | None = None
+
+
+class QueueSettings(StrictModel):
+    queue: str
+    concurrency: int

@@ -1,0 +1,381 @@
+"""The durable task queue: priorities, per-queue concurrency, fair share, fenced leases.
+
+Guarantees (each operation is one write transaction, durable before it returns):
+
+* ``submit`` stores a task ``queued``; with an idempotency key, submitting again returns
+  the first task instead of a second one.
+* ``claim`` leases ready tasks to a worker. Organisations take turns (the one with the
+  fewest tasks running first), then priority (higher first), then age. A queue's
+  ``concurrency`` bounds its leased tasks. Every lease raises the task's ``fence``: the
+  fencing token that every later write of that lease must carry.
+* ``complete`` / ``fail`` / ``heartbeat`` with a token that is no longer the task's
+  latest lease raise ``errors.StaleLease`` and change nothing: a worker that lost its
+  lease (it paused, its heartbeats stopped, the task was adopted) cannot overwrite the
+  work of the worker that holds it now.
+* ``reap`` (the reconciler's step) marks workers whose heartbeats stopped ``dead`` and
+  hands every lease that is dead or expired back to the queue (``queued``): adoption.
+
+Claims serialize: SQLite's write lock, a PostgreSQL advisory lock on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, and_, func, select, text, update
+
+from underlay import errors
+from underlay.storage.engine import Database
+from underlay.storage.schema import task_queues, tasks, workers
+from underlay.types import new_id
+
+DEFAULT_CONCURRENCY = 1_000
+_CLAIM_LOCK = 0x756E6471  # "undq": one claimer at a time on PostgreSQL
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A task leased to one worker: run it, then report with this ``fence``."""
+
+    task_id: str
+    org_id: str
+    queue: str
+    handler: str
+    input: dict[str, Any]
+    attempt: int
+    fence: int
+    expires_at: float
+
+
+@dataclass(frozen=True)
+class NewTask:
+    org_id: str
+    queue: str
+    handler: str
+    input: dict[str, Any]
+    submitted_by: str
+    priority: int = 0
+    max_attempts: int = 3
+    idempotency_key: str | None = None
+
+
+class TaskQueue:
+    """Tasks and workers in the kernel's database."""
+
+    def __init__(self, db: Database, lease_seconds: float = 30.0) -> None:
+        self.db = db
+        self.lease_seconds = lease_seconds
+        self._rng = random.Random()
+
+    # -- producers ---------------------------------------------------------------------
+
+    async def submit(self, task: NewTask, now: float) -> tuple[str, bool]:
+        """Store a task; return its id and whether it is new (False: idempotent replay)."""
+
+        def work(conn: Connection) -> tuple[str, bool]:
+            if task.idempotency_key:
+                found = conn.execute(
+                    select(tasks.c.id).where(
+                        tasks.c.org_id == task.org_id,
+                        tasks.c.idempotency_key == task.idempotency_key,
+                    )
+                ).scalar()
+                if found:
+                    return found, False
+            task_id = new_id("task")
+            conn.execute(
+                tasks.insert().values(
+                    id=task_id,
+                    org_id=task.org_id,
+                    queue=task.queue,
+                    handler=task.handler,
+                    input=task.input,
+                    priority=task.priority,
+                    state="queued",
+                    attempts=0,
+                    max_attempts=task.max_attempts,
+                    fence=0,
+                    not_before=now,
+                    submitted_by=task.submitted_by,
+                    idempotency_key=task.idempotency_key,
+                    created_at=now,
+                )
+            )
+            return task_id, True
+
+        return await self.db.run_write(work)
+
+    async def set_concurrency(self, org_id: str, queue: str, concurrency: int) -> None:
+        def work(conn: Connection) -> None:
+            key = {"org_id": org_id, "name": queue}
+            done = conn.execute(
+                update(task_queues)
+                .where(task_queues.c.org_id == org_id, task_queues.c.name == queue)
+                .values(concurrency=concurrency)
+            )
+            if not done.rowcount:
+                conn.execute(task_queues.insert().values(**key, concurrency=concurrency))
+
+        await self.db.run_write(work)
+
+    async def cancel(self, org_id: str, task_id: str, now: float) -> str:
+        """Cancel a task not yet finished; return its state after (terminal ones stay)."""
+
+        def work(conn: Connection) -> str:
+            state = conn.execute(
+                select(tasks.c.state).where(tasks.c.id == task_id, tasks.c.org_id == org_id)
+            ).scalar()
+            if state is None:
+                raise errors.NotFound(f"no task {task_id}", field="task_id")
+            if state in TERMINAL:
+                return str(state)
+            conn.execute(
+                update(tasks)
+                .where(tasks.c.id == task_id)
+                .values(state="cancelled", finished_at=now, worker_id=None, fence=tasks.c.fence + 1)
+            )
+            return "cancelled"
+
+        return await self.db.run_write(work)
+
+    # -- workers -----------------------------------------------------------------------
+
+    async def register_worker(self, host: str, pid: int, queues: list[str], now: float) -> str:
+        worker_id = new_id("wrk")
+
+        def work(conn: Connection) -> None:
+            conn.execute(
+                workers.insert().values(
+                    id=worker_id,
+                    host=host,
+                    pid=pid,
+                    queues=queues,
+                    state="alive",
+                    started_at=now,
+                    heartbeat_at=now,
+                )
+            )
+
+        await self.db.run_write(work)
+        return worker_id
+
+    async def claim(self, worker_id: str, queues: list[str], limit: int, now: float) -> list[Lease]:
+        """Lease up to ``limit`` ready tasks of ``queues`` to ``worker_id``."""
+        return await self.db.run_write(
+            lambda conn: self._claim(conn, worker_id, queues, limit, now)
+        )
+
+    def _claim(
+        self, conn: Connection, worker_id: str, queues: list[str], limit: int, now: float
+    ) -> list[Lease]:
+        if not self.db.is_sqlite:
+            conn.execute(text(f"SELECT pg_advisory_xact_lock({_CLAIM_LOCK})"))
+        alive = conn.execute(select(workers.c.state).where(workers.c.id == worker_id)).scalar()
+        if alive != "alive":
+            raise errors.StaleLease(f"worker {worker_id} is {alive or 'unknown'}: register again")
+        running: dict[tuple[str, str], int] = {
+            (r.org_id, r.queue): r.n
+            for r in conn.execute(
+                select(tasks.c.org_id, tasks.c.queue, func.count().label("n"))
+                .where(tasks.c.state == "leased", tasks.c.queue.in_(queues))
+                .group_by(tasks.c.org_id, tasks.c.queue)
+            )
+        }
+        ready = conn.execute(
+            select(tasks.c.org_id, tasks.c.queue)
+            .where(tasks.c.state == "queued", tasks.c.queue.in_(queues), tasks.c.not_before <= now)
+            .group_by(tasks.c.org_id, tasks.c.queue)
+        ).all()
+        if not ready:
+            return []
+        limits = {
+            (r.org_id, r.name): r.concurrency
+            for r in conn.execute(select(task_queues).where(task_queues.c.name.in_(queues)))
+        }
+        room = {
+            (r.org_id, r.queue): limits.get((r.org_id, r.queue), DEFAULT_CONCURRENCY)
+            - running.get((r.org_id, r.queue), 0)
+            for r in ready
+        }
+        load: dict[str, int] = {}
+        for (org, _), n in running.items():
+            load[org] = load.get(org, 0) + n
+        picked: list[Any] = []
+        candidates = {org: self._ready(conn, org, room, limit, now) for org in {o for o, _ in room}}
+        while len(picked) < limit and any(candidates.values()):
+            org = min((o for o in candidates if candidates[o]), key=lambda o: load.get(o, 0))
+            row = candidates[org].pop(0)
+            if room[(org, row.queue)] <= 0:
+                continue
+            room[(org, row.queue)] -= 1
+            load[org] = load.get(org, 0) + 1
+            picked.append(row)
+        leases = []
+        expires = now + self.lease_seconds
+        for row in picked:
+            conn.execute(
+                update(tasks)
+                .where(tasks.c.id == row.id)
+                .values(
+                    state="leased",
+                    worker_id=worker_id,
+                    fence=row.fence + 1,
+                    attempts=row.attempts + 1,
+                    lease_expires_at=expires,
+                    started_at=func.coalesce(tasks.c.started_at, now),
+                )
+            )
+            leases.append(
+                Lease(
+                    row.id,
+                    row.org_id,
+                    row.queue,
+                    row.handler,
+                    row.input,
+                    row.attempts + 1,
+                    row.fence + 1,
+                    expires,
+                )
+            )
+        return leases
+
+    def _ready(
+        self, conn: Connection, org: str, room: dict[tuple[str, str], int], limit: int, now: float
+    ) -> list[Any]:
+        open_queues = [q for (o, q), n in room.items() if o == org and n > 0]
+        if not open_queues:
+            return []
+        return list(
+            conn.execute(
+                select(
+                    tasks.c.id,
+                    tasks.c.org_id,
+                    tasks.c.queue,
+                    tasks.c.handler,
+                    tasks.c.input,
+                    tasks.c.attempts,
+                    tasks.c.fence,
+                )
+                .where(
+                    tasks.c.state == "queued",
+                    tasks.c.queue.in_(open_queues),
+                    tasks.c.org_id == org,
+                    tasks.c.not_before <= now,
+                )
+                .order_by(tasks.c.priority.desc(), tasks.c.created_at, tasks.c.id)
+                .limit(limit)
+            )
+        )
+
+    async def heartbeat(self, worker_id: str, now: float) -> int:
+        """Prove the worker alive and extend its leases; return how many it holds."""
+
+        def work(conn: Connection) -> int:
+            state = conn.execute(select(workers.c.state).where(workers.c.id == worker_id)).scalar()
+            if state != "alive":
+                raise errors.StaleLease(f"worker {worker_id} was declared {state or 'unknown'}")
+            conn.execute(update(workers).where(workers.c.id == worker_id).values(heartbeat_at=now))
+            held = conn.execute(
+                update(tasks)
+                .where(tasks.c.worker_id == worker_id, tasks.c.state == "leased")
+                .values(lease_expires_at=now + self.lease_seconds)
+            )
+            return int(held.rowcount)
+
+        return await self.db.run_write(work)
+
+    async def stop_worker(self, worker_id: str, now: float) -> None:
+        """A clean exit: the worker's remaining leases go back to the queue at once."""
+
+        def work(conn: Connection) -> None:
+            conn.execute(update(workers).where(workers.c.id == worker_id).values(state="stopped"))
+            _requeue(conn, tasks.c.worker_id == worker_id, now)
+
+        await self.db.run_write(work)
+
+    # -- results -----------------------------------------------------------------------
+
+    async def complete(self, lease: Lease, result: dict[str, Any], now: float) -> None:
+        def work(conn: Connection) -> None:
+            _fenced(conn, lease)
+            conn.execute(
+                update(tasks)
+                .where(tasks.c.id == lease.task_id)
+                .values(state="succeeded", result=result, finished_at=now, worker_id=None)
+            )
+
+        await self.db.run_write(work)
+
+    async def fail(
+        self, lease: Lease, error: dict[str, Any], now: float, *, retryable: bool
+    ) -> str:
+        """Record a failed attempt: back to the queue (with backoff) or failed for good."""
+
+        def work(conn: Connection) -> str:
+            row = _fenced(conn, lease)
+            if retryable and row.attempts < row.max_attempts:
+                delay = min(60.0, 0.5 * 2 ** (row.attempts - 1)) * self._rng.uniform(0.8, 1.2)
+                values: dict[str, Any] = {"state": "queued", "not_before": now + delay}
+            else:
+                values = {"state": "failed", "finished_at": now}
+            conn.execute(
+                update(tasks)
+                .where(tasks.c.id == lease.task_id)
+                .values(**values, error=error, worker_id=None, lease_expires_at=None)
+            )
+            return str(values["state"])
+
+        return await self.db.run_write(work)
+
+    # -- the reconciler ----------------------------------------------------------------
+
+    async def reap(self, now: float, dead_after: float) -> tuple[list[str], int]:
+        """Declare silent workers dead and requeue dead or expired leases."""
+
+        def work(conn: Connection) -> tuple[list[str], int]:
+            dead = list(
+                conn.execute(
+                    select(workers.c.id).where(
+                        workers.c.state == "alive", workers.c.heartbeat_at < now - dead_after
+                    )
+                ).scalars()
+            )
+            if dead:
+                conn.execute(update(workers).where(workers.c.id.in_(dead)).values(state="dead"))
+            adopted = _requeue(
+                conn,
+                (tasks.c.worker_id.in_(dead) if dead else tasks.c.id.is_(None))
+                | (tasks.c.lease_expires_at < now),
+                now,
+            )
+            return dead, adopted
+
+        return await self.db.run_write(work)
+
+
+def _fenced(conn: Connection, lease: Lease) -> Any:
+    row = conn.execute(
+        select(tasks.c.state, tasks.c.fence, tasks.c.attempts, tasks.c.max_attempts).where(
+            tasks.c.id == lease.task_id
+        )
+    ).first()
+    if row is None:
+        raise errors.NotFound(f"no task {lease.task_id}")
+    if row.fence != lease.fence or row.state != "leased":
+        raise errors.StaleLease(
+            f"task {lease.task_id}: fencing token {lease.fence} is stale "
+            f"(latest {row.fence}, state {row.state}); this result is rejected"
+        )
+    return row
+
+
+def _requeue(conn: Connection, which: Any, now: float) -> int:
+    done = conn.execute(
+        update(tasks)
+        .where(and_(tasks.c.state == "leased", which))
+        .values(state="queued", worker_id=None, lease_expires_at=None, not_before=now)
+    )
+    return int(done.rowcount)

@@ -1,0 +1,113 @@
+"""The ``tasks.*`` syscalls: durable tasks through the kernel.
+
+Every call is confined to the caller's organisation and authorized by its capability
+(``tasks.submit``, ``tasks.read``, ``tasks.cancel``, ``tasks.admin``); submissions and
+cancellations are audited with the task id and handler, never the task's input.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+
+from underlay import errors
+from underlay.kernel.context import CallContext
+from underlay.kernel.syscall import SyscallGroup
+from underlay.orchestration.models import (
+    ListTasks,
+    QueueSettings,
+    SetConcurrency,
+    SubmitTask,
+    Task,
+    TaskPage,
+    TaskRef,
+)
+from underlay.orchestration.queue import NewTask
+from underlay.storage.schema import tasks
+
+group = SyscallGroup("orchestration")
+
+
+def task_model(row: Any, created: bool = True) -> Task:
+    return Task(
+        id=row.id, queue=row.queue, handler=row.handler, state=row.state,
+        priority=row.priority, attempts=row.attempts, max_attempts=row.max_attempts,
+        fence=row.fence, worker_id=row.worker_id, input=row.input, result=row.result,
+        error=row.error, created_at=row.created_at, started_at=row.started_at,
+        finished_at=row.finished_at, created=created,
+    )  # fmt: skip
+
+
+async def _get(ctx: CallContext, task_id: str) -> Any:
+    async with ctx.kernel.db.read() as conn:
+        row = (
+            await conn.execute(
+                select(tasks).where(tasks.c.id == task_id, tasks.c.org_id == ctx.org_id)
+            )
+        ).first()
+    if row is None:
+        raise errors.NotFound(f"no task {task_id}", field="task_id")
+    return row
+
+
+@group.syscall("tasks.submit", mutating=True)
+async def submit(ctx: CallContext, inp: SubmitTask) -> Task:
+    """Queue a durable task for a worker; with ``dedupe_key``, at most one such task."""
+    queue = ctx.kernel.tasks()
+    task_id, created = await queue.submit(
+        NewTask(
+            org_id=ctx.org_id,
+            queue=inp.queue,
+            handler=inp.handler,
+            input=inp.input,
+            submitted_by=ctx.principal.id,
+            priority=inp.priority,
+            max_attempts=inp.max_attempts,
+            idempotency_key=inp.dedupe_key,
+        ),
+        ctx.now(),
+    )
+    ctx.audit.update(task=task_id, handler=inp.handler, queue=inp.queue, created=created)
+    ctx.kernel.wake_workers()
+    return task_model(await _get(ctx, task_id), created)
+
+
+@group.syscall("tasks.get", capability="tasks.read")
+async def get(ctx: CallContext, inp: TaskRef) -> Task:
+    """One task: its state, attempts, fencing token, result or error."""
+    return task_model(await _get(ctx, inp.task_id))
+
+
+@group.syscall("tasks.list", capability="tasks.read")
+async def list_(ctx: CallContext, inp: ListTasks) -> TaskPage:
+    """The organisation's tasks, newest first, by cursor."""
+    query = select(tasks).where(tasks.c.org_id == ctx.org_id)
+    if inp.state:
+        query = query.where(tasks.c.state == inp.state)
+    if inp.queue:
+        query = query.where(tasks.c.queue == inp.queue)
+    if inp.cursor:
+        query = query.where(tasks.c.id < inp.cursor)
+    query = query.order_by(tasks.c.id.desc()).limit(inp.limit + 1)
+    async with ctx.kernel.db.read() as conn:
+        rows = (await conn.execute(query)).all()
+    more = len(rows) > inp.limit
+    items = [task_model(r) for r in rows[: inp.limit]]
+    return TaskPage(items=items, next_cursor=items[-1].id if more else None)
+
+
+@group.syscall("tasks.cancel", mutating=True)
+async def cancel(ctx: CallContext, inp: TaskRef) -> Task:
+    """Cancel a task that has not finished; its running attempt's results are fenced out."""
+    await ctx.kernel.tasks().cancel(ctx.org_id, inp.task_id, ctx.now())
+    ctx.audit.update(task=inp.task_id)
+    return task_model(await _get(ctx, inp.task_id))
+
+
+@group.syscall("tasks.set_concurrency", capability="tasks.admin", mutating=True)
+async def set_concurrency(ctx: CallContext, inp: SetConcurrency) -> QueueSettings:
+    """Bound how many of the organisation's tasks of one queue run at once."""
+    await ctx.kernel.tasks().set_concurrency(ctx.org_id, inp.queue, inp.concurrency)
+    ctx.audit.update(queue=inp.queue, concurrency=inp.concurrency)
+    return QueueSettings(queue=inp.queue, concurrency=inp.concurrency)

@@ -1,0 +1,186 @@
+"""A worker: claims leased tasks, runs them durably, heartbeats, and reaps the dead.
+
+One worker per process runs DBOS (``durable.launch``) and up to ``concurrency`` tasks at
+once on its event loop. Three loops:
+
+* **claim**: lease ready tasks while there is room, run each as a DBOS workflow, then
+  report with the lease's fencing token (``complete`` / ``fail``); a report the queue
+  rejects as stale is dropped — another worker owns the task now.
+* **heartbeat**: every ``heartbeat_seconds``, prove this worker alive and extend its
+  leases. If the queue answers that this worker was declared dead, it stops claiming and
+  cancels its running attempts: their tasks belong to others now.
+* **reap** (every worker does it; it is idempotent): workers silent for
+  ``dead_after_seconds`` are declared dead and their leases go back to the queue, where a
+  live worker adopts them — the recovery time is about ``dead_after_seconds`` plus a poll.
+
+``stop()`` drains: no new claims, running attempts finish (or are cancelled at the
+deadline), remaining leases are handed back, DBOS shuts down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+from underlay import errors
+from underlay.config import Config, OrchestrationConfig
+from underlay.orchestration import (
+    builtin_handlers,  # noqa: F401  (registers handlers)
+    durable,
+)
+from underlay.orchestration.queue import Lease, TaskQueue
+
+log = logging.getLogger("underlay.worker")
+
+
+def dbos_url(config: Config) -> str:
+    """DBOS's system database: its own SQLite file, or the installation's PostgreSQL."""
+    if config.orchestration.dbos_url:
+        return config.orchestration.dbos_url
+    if config.database_url and not config.database_url.startswith("sqlite"):
+        return config.database_url.replace("postgresql+psycopg:", "postgresql:", 1)
+    return f"sqlite:///{config.home / 'dbos.sqlite'}"
+
+
+class Worker:
+    def __init__(
+        self,
+        queue: TaskQueue,
+        settings: OrchestrationConfig,
+        system_url: str,
+        *,
+        now: Callable[[], float] = time.time,
+    ) -> None:
+        self.queue = queue
+        self.settings = settings
+        self.system_url = system_url
+        self.now = now
+        self.id = ""
+        self.completed = 0
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._stopping = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._loops: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        s = self.settings
+        self.id = await self.queue.register_worker(
+            socket.gethostname(), os.getpid(), s.queues, self.now()
+        )
+        durable.launch(self.system_url, self.id)
+        self._loops = [
+            asyncio.create_task(self._claim_loop(), name=f"{self.id}:claim"),
+            asyncio.create_task(self._heartbeat_loop(), name=f"{self.id}:heartbeat"),
+            asyncio.create_task(self._reap_loop(), name=f"{self.id}:reap"),
+        ]
+        log.info("worker %s started on queues %s", self.id, ", ".join(s.queues))
+
+    async def stop(self, deadline_seconds: float = 10.0) -> None:
+        self._stopping.set()
+        self._wake.set()
+        if self._running:
+            _, late = await asyncio.wait(list(self._running.values()), timeout=deadline_seconds)
+            for task in late:
+                task.cancel()
+        for loop in self._loops:
+            loop.cancel()
+        await asyncio.gather(*self._loops, *self._running.values(), return_exceptions=True)
+        if self.id:
+            await self.queue.stop_worker(self.id, self.now())
+        durable.shutdown()
+
+    def poke(self) -> None:
+        """New work may be ready (a submit in this process): claim without waiting a poll."""
+        self._wake.set()
+
+    async def _claim_loop(self) -> None:
+        s = self.settings
+        while not self._stopping.is_set():
+            room = s.concurrency - len(self._running)
+            leases: list[Lease] = []
+            if room > 0:
+                try:
+                    leases = await self.queue.claim(self.id, s.queues, room, self.now())
+                except errors.StaleLease:
+                    log.error("worker %s was declared dead; it stops claiming", self.id)
+                    return
+                except errors.Unavailable:
+                    log.warning("claim failed; retrying", exc_info=True)
+            for lease in leases:
+                self._running[lease.task_id] = asyncio.create_task(self._run(lease))
+            if not leases:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), s.poll_seconds)
+                except TimeoutError:
+                    pass
+
+    async def _run(self, lease: Lease) -> None:
+        try:
+            try:
+                result = await durable.run_attempt(lease)
+            except asyncio.CancelledError:
+                raise
+            except errors.UnderlayError as exc:
+                await self.queue.fail(lease, exc.to_dict(), self.now(), retryable=exc.retryable)
+                return
+            except Exception as exc:  # a handler's own failure: retried within max_attempts
+                error = {"code": "handler_error", "message": f"{type(exc).__name__}: {exc}"}
+                await self.queue.fail(lease, error, self.now(), retryable=True)
+                return
+            await self.queue.complete(lease, result, self.now())
+            self.completed += 1
+        except errors.StaleLease as exc:
+            log.warning("dropped a stale result: %s", exc.message)
+        finally:
+            self._running.pop(lease.task_id, None)
+            self._wake.set()
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_seconds)
+            try:
+                await self.queue.heartbeat(self.id, self.now())
+            except errors.StaleLease:
+                log.error("worker %s was declared dead: cancelling its attempts", self.id)
+                self._stopping.set()
+                for task in list(self._running.values()):
+                    task.cancel()
+                return
+            except errors.Unavailable:
+                log.warning("heartbeat failed; retrying", exc_info=True)
+
+    async def _reap_loop(self) -> None:
+        s = self.settings
+        while True:
+            await asyncio.sleep(s.heartbeat_seconds)
+            try:
+                dead, adopted = await self.queue.reap(self.now(), s.dead_after_seconds)
+            except errors.Unavailable:
+                continue
+            if dead or adopted:
+                log.warning("declared dead: %s; %d tasks back in the queue", dead, adopted)
+                self._wake.set()
+
+
+async def run_worker(config: Config, stop: asyncio.Event, **overrides: Any) -> None:
+    """``underlay worker``: one worker on the installation's database until ``stop``."""
+    from underlay.storage.engine import Database
+    from underlay.storage.migrations import migrate
+
+    settings = config.orchestration.model_copy(update=overrides)
+    config.home.mkdir(parents=True, exist_ok=True)
+    db = Database(config.resolved_database_url, busy_timeout_ms=config.sqlite_busy_timeout_ms)
+    await migrate(db)
+    worker = Worker(TaskQueue(db, settings.lease_seconds), settings, dbos_url(config))
+    try:
+        await worker.start()
+        await stop.wait()
+    finally:
+        await worker.stop()
+        await db.dispose()

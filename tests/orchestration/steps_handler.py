@@ -1,0 +1,38 @@
+"""A task handler for the crash tests, run by `underlay worker` subprocesses.
+
+``steps``: ``input = {"steps": N, "log": path, "kill_after": k, "marker": path}`` runs N
+durable steps; each appends "task step" to the log (fsynced: the test counts how often
+each step's effect ran). Between step k and k + 1 (k = 0: before the first) the worker
+kills itself with SIGKILL, once (the marker file remembers).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Any
+
+from underlay.orchestration.durable import TaskRun
+
+
+def _effect(log: str, line: str) -> str:
+    with open(log, "a") as fh:
+        fh.write(line + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    return line
+
+
+def _maybe_die(payload: dict[str, Any], boundary: int) -> None:
+    if payload.get("kill_after") == boundary and not os.path.exists(payload["marker"]):
+        with open(payload["marker"], "w") as fh:
+            fh.write(str(os.getpid()))
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+async def steps(run: TaskRun, payload: dict[str, Any]) -> dict[str, Any]:
+    _maybe_die(payload, 0)
+    for i in range(1, payload["steps"] + 1):
+        await run.step(f"s{i}", _effect, payload["log"], f"{run.task_id} s{i}")
+        _maybe_die(payload, i)
+    return {"steps": payload["steps"]}
