@@ -72,10 +72,9 @@ class OrchestrationConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    worker: bool = True  # ``underlay up`` runs a worker in its own process
+    worker: bool = True  # ``underlay up`` starts ``underlay worker`` as a child process
     concurrency: int = Field(default=16, ge=1, le=1024)  # tasks one worker runs at once
     queues: list[str] = Field(default_factory=lambda: ["default"])
-    lease_seconds: float = Field(default=10.0, gt=0)
     heartbeat_seconds: float = Field(default=1.0, gt=0)
     dead_after_seconds: float = Field(default=3.0, gt=0)  # silent this long: declared dead
     poll_seconds: float = Field(default=0.05, gt=0)

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -69,6 +70,15 @@ def test_up_serves_rest_and_mcp_and_stops_cleanly_on_sigterm(cli: Cli) -> None:
             cli.json("budget", "balance", "--agent", "remote", env=remote)["available"]
             == "2.00 USD"
         )
+        # the worker `up` started (a child process) runs submitted tasks
+        task = cli.json("tasks", "submit", "sleep", "--input", '{"seconds": 0.01}', env=remote)
+        for _ in range(300):
+            done = cli.json("tasks", "get", task["id"], env=remote)
+            if done["state"] == "succeeded":
+                break
+            time.sleep(0.05)
+        assert done["state"] == "succeeded" and done["result"] == {"slept": 0.01}
+        assert [t["id"] for t in cli.json("tasks", "ls", env=remote)["items"]] == [task["id"]]
         bad = cli("agents", "create", "no/slashes", env=remote)
         assert bad.exit_code == 2 and "(field: name)" in bad.stderr
         assert cli.ok("audit", "verify", env=remote).stdout.startswith("audit chain intact")

@@ -36,3 +36,10 @@ async def steps(run: TaskRun, payload: dict[str, Any]) -> dict[str, Any]:
         await run.step(f"s{i}", _effect, payload["log"], f"{run.task_id} s{i}")
         _maybe_die(payload, i)
     return {"steps": payload["steps"]}
+
+
+async def two_steps(run: TaskRun, payload: dict[str, Any]) -> dict[str, Any]:
+    """Two durable steps, each appending its key to the log (no self-kill)."""
+    for name in ("a", "b"):
+        await run.step(name, _effect, payload["log"], run.key(name))
+    return {"ok": True}

@@ -27,14 +27,19 @@ ROOT = Path(__file__).resolve().parents[2]
 STEPS = 4
 
 
-def worker(home: Path) -> subprocess.Popen[bytes]:
+def worker(home: Path, concurrency: int = 1) -> subprocess.Popen[bytes]:
+    """An `underlay worker` process; its log goes to home/worker-N.log (a pipe could fill)."""
+    logs = len(list(home.glob("worker-*.log")))
     env = {
         **os.environ,
         "PYTHONPATH": f"{ROOT / 'tests'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
     }
     argv = [sys.executable, "-m", "underlay.cli.main", "--home", str(home), "worker"]
     return subprocess.Popen(
-        [*argv, "--concurrency", "1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        [*argv, "--concurrency", str(concurrency)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=(home / f"worker-{logs}.log").open("wb"),
     )
 
 
@@ -72,17 +77,21 @@ async def test_kill_at_every_step_boundary_loses_and_repeats_nothing(
         if all(s == "succeeded" for s in states.values()):
             break
         proc = worker(config.home)
-        while proc.poll() is None and time.monotonic() < deadline:
-            states = {t: (await ul.tasks.get(task_id=t)).state for t in submitted}
-            if all(s == "succeeded" for s in states.values()):
+        try:
+            while proc.poll() is None and time.monotonic() < deadline:
+                states = {t: (await ul.tasks.get(task_id=t)).state for t in submitted}
+                if all(s == "succeeded" for s in states.values()):
+                    break
+                await asyncio.sleep(0.1)
+        finally:
+            if proc.poll() is None:
                 proc.terminate()
-                proc.wait(10)
-                break
-            await asyncio.sleep(0.1)
+                proc.wait(30)
         if proc.returncode == -9:
             kills += 1
         elif proc.returncode not in (0, -15):
-            raise AssertionError(f"worker exited {proc.returncode}: {proc.stderr.read()!r}")  # type: ignore[union-attr]
+            logs = "".join(p.read_text() for p in config.home.glob("worker-*.log"))
+            raise AssertionError(f"worker exited {proc.returncode}: {logs}")
     assert kills == STEPS  # every boundary's kill happened, each in its own process
     effects = Counter(log.read_text().split("\n")[:-1])
     for task_id, boundary in submitted.items():

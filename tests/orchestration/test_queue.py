@@ -13,7 +13,7 @@ T0 = 1_000_000.0
 
 @pytest.fixture
 def queue(kernel: Kernel) -> TaskQueue:
-    return TaskQueue(kernel.db, lease_seconds=10)
+    return TaskQueue(kernel.db)
 
 
 def task(org: str = "org_a", queue: str = "q", priority: int = 0, **kw: object) -> NewTask:
@@ -83,7 +83,7 @@ async def test_a_stale_fencing_token_is_rejected_and_changes_nothing(
     task_id, _ = await queue.submit(task(), T0)
     w1 = await queue.register_worker("h", 1, ["q"], T0)
     [old] = await queue.claim(w1, ["q"], 1, T0)
-    dead, adopted = await queue.reap(T0 + 11, dead_after=5)  # lease expired, w1 silent
+    dead, adopted = await queue.reap(T0 + 11, dead_after=5)  # w1 silent for 11 s
     assert (dead, adopted) == ([w1], 1)
     w2 = await queue.register_worker("h", 2, ["q"], T0 + 11)
     [new] = await queue.claim(w2, ["q"], 1, T0 + 11)
@@ -103,8 +103,9 @@ async def test_heartbeats_keep_leases_and_silence_loses_them(queue: TaskQueue) -
     await queue.submit(task(), T0)
     w = await queue.register_worker("h", 1, ["q"], T0)
     await queue.claim(w, ["q"], 1, T0)
-    assert await queue.heartbeat(w, T0 + 8) == 1  # lease now runs to T0 + 18
+    assert await queue.heartbeat(w, T0 + 8) == 1  # alive, holding one lease
     assert await queue.reap(T0 + 12, dead_after=5) == ([], 0)
+    assert await queue.reap(T0 + 19, dead_after=5, reaper=w) == ([], 0)  # never itself
     assert await queue.reap(T0 + 19, dead_after=5) == ([w], 1)
 
 

@@ -35,12 +35,12 @@ def submit(
     json_: JsonOpt = False,
 ) -> None:
     """Queue a durable task for the workers."""
-    try:
-        payload = json.loads(input_)
-    except json.JSONDecodeError as exc:
-        raise errors.InvalidInput(f"--input: not JSON ({exc.msg})", field="input") from None
 
     async def action(ul: AsyncUnderlay) -> Any:
+        try:
+            payload = json.loads(input_)
+        except json.JSONDecodeError as exc:
+            raise errors.InvalidInput(f"--input: not JSON ({exc.msg})", field="input") from None
         return await ul.tasks.submit(
             handler=handler, input=payload, queue=queue, priority=priority,
             max_attempts=max_attempts, dedupe_key=dedupe, idempotency_key=idempotency_key,

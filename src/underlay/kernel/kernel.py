@@ -230,7 +230,7 @@ class Kernel:
         if self._tasks is None:
             from underlay.orchestration.queue import TaskQueue
 
-            self._tasks = TaskQueue(self.db, self.config.orchestration.lease_seconds)
+            self._tasks = TaskQueue(self.db)
         return self._tasks
 
     def wake_workers(self) -> None:

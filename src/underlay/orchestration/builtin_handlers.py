@@ -15,12 +15,12 @@ from underlay import errors
 from underlay.orchestration.durable import TaskRun, handler
 
 
-@handler("noop")
+@handler("noop", steps=False)
 async def noop(run: TaskRun, payload: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-@handler("sleep")
+@handler("sleep", steps=False)
 async def sleep(run: TaskRun, payload: dict[str, Any]) -> dict[str, Any]:
     seconds = float(payload.get("seconds", 1.0))
     await asyncio.sleep(seconds)

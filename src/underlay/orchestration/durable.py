@@ -32,13 +32,20 @@ from underlay.orchestration.queue import Lease
 APPLICATION_VERSION = "underlay-tasks-1"
 Handler = Callable[["TaskRun", dict[str, Any]], Awaitable[dict[str, Any]]]
 HANDLERS: dict[str, Handler] = {}
+STEPLESS: set[str] = set()  # handlers that never take a step: no workflow, no checkpoint
 
 
-def handler(name: str) -> Callable[[Handler], Handler]:
-    """Register an async task handler under ``name`` (what ``tasks.submit`` names)."""
+def handler(name: str, *, steps: bool = True) -> Callable[[Handler], Handler]:
+    """Register an async task handler under ``name`` (what ``tasks.submit`` names).
+
+    ``steps=False`` declares that it never calls ``run.step``: its attempts then run
+    without a DBOS workflow (a no-op task costs a claim and a completion, nothing more).
+    """
 
     def register(fn: Handler) -> Handler:
         HANDLERS[name] = fn
+        if not steps:
+            STEPLESS.add(name)
         return fn
 
     return register
@@ -53,6 +60,7 @@ class TaskRun:
     fence: int
     replayed: int = 0  # steps answered from an earlier attempt's record
     executed: int = 0  # steps whose function ran in this attempt
+    durable: bool = True
     _recorded: dict[str, Any] = field(default_factory=dict)
     _seen: dict[str, int] = field(default_factory=dict)
 
@@ -63,6 +71,9 @@ class TaskRun:
     async def step(self, name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run ``fn`` once for this task, durably: its result is checkpointed and replayed."""
         from dbos import DBOS
+
+        if not self.durable:
+            raise errors.InternalError("this handler was registered with steps=False")
 
         n = self._seen[name] = self._seen.get(name, 0) + 1
         label = name if n == 1 else f"{name}#{n}"
@@ -119,6 +130,10 @@ def _registered() -> Callable[..., Awaitable[dict[str, Any]]]:
 async def run_attempt(lease: Lease) -> dict[str, Any]:
     """Run one leased attempt as its own DBOS workflow; return the handler's result."""
     from dbos import SetWorkflowID
+
+    if lease.handler in STEPLESS:
+        run = TaskRun(lease.task_id, lease.attempt, lease.fence, durable=False)
+        return await HANDLERS[lease.handler](run, lease.input)
 
     workflow = _registered()
     with SetWorkflowID(workflow_id(lease.task_id, lease.attempt)):

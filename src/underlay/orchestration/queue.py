@@ -1,6 +1,7 @@
 """The durable task queue: priorities, per-queue concurrency, fair share, fenced leases.
 
-Guarantees (each operation is one write transaction, durable before it returns):
+Guarantees (each operation is durable before it returns; concurrent submissions and
+completions share transactions — group commit — and each succeeds or fails on its own):
 
 * ``submit`` stores a task ``queued``; with an idempotency key, submitting again returns
   the first task instead of a second one.
@@ -12,8 +13,9 @@ Guarantees (each operation is one write transaction, durable before it returns):
   latest lease raise ``errors.StaleLease`` and change nothing: a worker that lost its
   lease (it paused, its heartbeats stopped, the task was adopted) cannot overwrite the
   work of the worker that holds it now.
-* ``reap`` (the reconciler's step) marks workers whose heartbeats stopped ``dead`` and
-  hands every lease that is dead or expired back to the queue (``queued``): adoption.
+* ``heartbeat`` keeps a worker, and so its leases, alive. ``reap`` (the reconciler's
+  step) marks workers whose heartbeats stopped ``dead`` and hands every lease of a worker
+  that is not alive back to the queue (``queued``): adoption.
 
 Claims serialize: SQLite's write lock, a PostgreSQL advisory lock on PostgreSQL.
 """
@@ -27,6 +29,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, func, select, text, update
 
 from underlay import errors
+from underlay.storage.batch import GroupCommit
 from underlay.storage.engine import Database
 from underlay.storage.schema import task_queues, tasks, workers
 from underlay.types import new_id
@@ -47,7 +50,6 @@ class Lease:
     input: dict[str, Any]
     attempt: int
     fence: int
-    expires_at: float
 
 
 @dataclass(frozen=True)
@@ -65,17 +67,26 @@ class NewTask:
 class TaskQueue:
     """Tasks and workers in the kernel's database."""
 
-    def __init__(self, db: Database, lease_seconds: float = 30.0) -> None:
+    def __init__(self, db: Database) -> None:
         self.db = db
-        self.lease_seconds = lease_seconds
         self._rng = random.Random()
+        self._submits: GroupCommit[tuple[NewTask, float], tuple[str, bool]]
+        self._submits = GroupCommit(db, self._insert)
+        self._completions: GroupCommit[tuple[Lease, dict[str, Any], float], None]
+        self._completions = GroupCommit(db, self._finish)
 
     # -- producers ---------------------------------------------------------------------
 
     async def submit(self, task: NewTask, now: float) -> tuple[str, bool]:
         """Store a task; return its id and whether it is new (False: idempotent replay)."""
+        return await self._submits.submit((task, now))
 
-        def work(conn: Connection) -> tuple[str, bool]:
+    @staticmethod
+    def _insert(
+        conn: Connection, *, items: list[tuple[NewTask, float]]
+    ) -> list[tuple[str, bool] | BaseException]:
+        out: list[tuple[str, bool] | BaseException] = []
+        for task, now in items:
             if task.idempotency_key:
                 found = conn.execute(
                     select(tasks.c.id).where(
@@ -84,7 +95,8 @@ class TaskQueue:
                     )
                 ).scalar()
                 if found:
-                    return found, False
+                    out.append((found, False))
+                    continue
             task_id = new_id("task")
             conn.execute(
                 tasks.insert().values(
@@ -104,9 +116,8 @@ class TaskQueue:
                     created_at=now,
                 )
             )
-            return task_id, True
-
-        return await self.db.run_write(work)
+            out.append((task_id, True))
+        return out
 
     async def set_concurrency(self, org_id: str, queue: str, concurrency: int) -> None:
         def work(conn: Connection) -> None:
@@ -214,7 +225,6 @@ class TaskQueue:
             load[org] = load.get(org, 0) + 1
             picked.append(row)
         leases = []
-        expires = now + self.lease_seconds
         for row in picked:
             conn.execute(
                 update(tasks)
@@ -224,7 +234,6 @@ class TaskQueue:
                     worker_id=worker_id,
                     fence=row.fence + 1,
                     attempts=row.attempts + 1,
-                    lease_expires_at=expires,
                     started_at=func.coalesce(tasks.c.started_at, now),
                 )
             )
@@ -237,7 +246,6 @@ class TaskQueue:
                     row.input,
                     row.attempts + 1,
                     row.fence + 1,
-                    expires,
                 )
             )
         return leases
@@ -271,19 +279,21 @@ class TaskQueue:
         )
 
     async def heartbeat(self, worker_id: str, now: float) -> int:
-        """Prove the worker alive and extend its leases; return how many it holds."""
+        """Prove the worker alive (its leases live as long as it does); return how many it
+        holds. It touches only the worker's row: no task row locks to contend on."""
 
         def work(conn: Connection) -> int:
-            state = conn.execute(select(workers.c.state).where(workers.c.id == worker_id)).scalar()
-            if state != "alive":
-                raise errors.StaleLease(f"worker {worker_id} was declared {state or 'unknown'}")
-            conn.execute(update(workers).where(workers.c.id == worker_id).values(heartbeat_at=now))
-            held = conn.execute(
-                update(tasks)
-                .where(tasks.c.worker_id == worker_id, tasks.c.state == "leased")
-                .values(lease_expires_at=now + self.lease_seconds)
+            alive = conn.execute(
+                update(workers)
+                .where(workers.c.id == worker_id, workers.c.state == "alive")
+                .values(heartbeat_at=now)
             )
-            return int(held.rowcount)
+            if not alive.rowcount:
+                raise errors.StaleLease(f"worker {worker_id} was declared dead or stopped")
+            held = select(func.count()).where(
+                tasks.c.worker_id == worker_id, tasks.c.state == "leased"
+            )
+            return int(conn.execute(held).scalar_one())
 
         return await self.db.run_write(work)
 
@@ -299,15 +309,27 @@ class TaskQueue:
     # -- results -----------------------------------------------------------------------
 
     async def complete(self, lease: Lease, result: dict[str, Any], now: float) -> None:
-        def work(conn: Connection) -> None:
-            _fenced(conn, lease)
+        """Mark the lease's task succeeded (group-committed with concurrent completions)."""
+        await self._completions.submit((lease, result, now))
+
+    @staticmethod
+    def _finish(
+        conn: Connection, *, items: list[tuple[Lease, dict[str, Any], float]]
+    ) -> list[BaseException | None]:
+        out: list[BaseException | None] = []
+        for lease, result, now in items:
+            try:
+                _fenced(conn, lease)
+            except errors.UnderlayError as exc:
+                out.append(exc)
+                continue
             conn.execute(
                 update(tasks)
                 .where(tasks.c.id == lease.task_id)
                 .values(state="succeeded", result=result, finished_at=now, worker_id=None)
             )
-
-        await self.db.run_write(work)
+            out.append(None)
+        return out
 
     async def fail(
         self, lease: Lease, error: dict[str, Any], now: float, *, retryable: bool
@@ -324,7 +346,7 @@ class TaskQueue:
             conn.execute(
                 update(tasks)
                 .where(tasks.c.id == lease.task_id)
-                .values(**values, error=error, worker_id=None, lease_expires_at=None)
+                .values(**values, error=error, worker_id=None)
             )
             return str(values["state"])
 
@@ -332,25 +354,23 @@ class TaskQueue:
 
     # -- the reconciler ----------------------------------------------------------------
 
-    async def reap(self, now: float, dead_after: float) -> tuple[list[str], int]:
-        """Declare silent workers dead and requeue dead or expired leases."""
+    async def reap(
+        self, now: float, dead_after: float, *, reaper: str | None = None
+    ) -> tuple[list[str], int]:
+        """Declare silent workers (never ``reaper`` itself) dead; requeue every lease held
+        by a worker that is not alive."""
 
         def work(conn: Connection) -> tuple[list[str], int]:
-            dead = list(
-                conn.execute(
-                    select(workers.c.id).where(
-                        workers.c.state == "alive", workers.c.heartbeat_at < now - dead_after
-                    )
-                ).scalars()
+            silent = select(workers.c.id).where(
+                workers.c.state == "alive", workers.c.heartbeat_at < now - dead_after
             )
+            if reaper:
+                silent = silent.where(workers.c.id != reaper)
+            dead = list(conn.execute(silent).scalars())
             if dead:
                 conn.execute(update(workers).where(workers.c.id.in_(dead)).values(state="dead"))
-            adopted = _requeue(
-                conn,
-                (tasks.c.worker_id.in_(dead) if dead else tasks.c.id.is_(None))
-                | (tasks.c.lease_expires_at < now),
-                now,
-            )
+            alive = select(workers.c.id).where(workers.c.state == "alive")
+            adopted = _requeue(conn, tasks.c.worker_id.not_in(alive), now)
             return dead, adopted
 
         return await self.db.run_write(work)
@@ -376,6 +396,6 @@ def _requeue(conn: Connection, which: Any, now: float) -> int:
     done = conn.execute(
         update(tasks)
         .where(and_(tasks.c.state == "leased", which))
-        .values(state="queued", worker_id=None, lease_expires_at=None, not_before=now)
+        .values(state="queued", worker_id=None, not_before=now)
     )
     return int(done.rowcount)

@@ -54,23 +54,28 @@ async def _get(ctx: CallContext, task_id: str) -> Any:
 @group.syscall("tasks.submit", mutating=True)
 async def submit(ctx: CallContext, inp: SubmitTask) -> Task:
     """Queue a durable task for a worker; with ``dedupe_key``, at most one such task."""
-    queue = ctx.kernel.tasks()
-    task_id, created = await queue.submit(
-        NewTask(
-            org_id=ctx.org_id,
-            queue=inp.queue,
-            handler=inp.handler,
-            input=inp.input,
-            submitted_by=ctx.principal.id,
-            priority=inp.priority,
-            max_attempts=inp.max_attempts,
-            idempotency_key=inp.dedupe_key,
-        ),
-        ctx.now(),
+    now = ctx.now()
+    new = NewTask(
+        org_id=ctx.org_id,
+        queue=inp.queue,
+        handler=inp.handler,
+        input=inp.input,
+        submitted_by=ctx.principal.id,
+        priority=inp.priority,
+        max_attempts=inp.max_attempts,
+        idempotency_key=inp.dedupe_key,
     )
+    task_id, created = await ctx.kernel.tasks().submit(new, now)
     ctx.audit.update(task=task_id, handler=inp.handler, queue=inp.queue, created=created)
     ctx.kernel.wake_workers()
-    return task_model(await _get(ctx, task_id), created)
+    if not created:
+        return task_model(await _get(ctx, task_id), created=False)
+    return Task(
+        id=task_id, queue=inp.queue, handler=inp.handler, state="queued",
+        priority=inp.priority, attempts=0, max_attempts=inp.max_attempts, fence=0,
+        worker_id=None, input=inp.input, result=None, error=None, created_at=now,
+        started_at=None, finished_at=None,
+    )  # fmt: skip (what the insert wrote: no read back)
 
 
 @group.syscall("tasks.get", capability="tasks.read")

@@ -6,9 +6,9 @@ once on its event loop. Three loops:
 * **claim**: lease ready tasks while there is room, run each as a DBOS workflow, then
   report with the lease's fencing token (``complete`` / ``fail``); a report the queue
   rejects as stale is dropped — another worker owns the task now.
-* **heartbeat**: every ``heartbeat_seconds``, prove this worker alive and extend its
-  leases. If the queue answers that this worker was declared dead, it stops claiming and
-  cancels its running attempts: their tasks belong to others now.
+* **heartbeat**: every ``heartbeat_seconds``, prove this worker (and so its leases)
+  alive. If the queue answers that this worker was declared dead (it stalled), it
+  cancels its running attempts — their tasks belong to others now — and registers again.
 * **reap** (every worker does it; it is idempotent): workers silent for
   ``dead_after_seconds`` are declared dead and their leases go back to the queue, where a
   live worker adopts them — the recovery time is about ``dead_after_seconds`` plus a poll.
@@ -66,6 +66,7 @@ class Worker:
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
+        self._rejoining = False
 
     async def start(self) -> None:
         s = self.settings
@@ -107,10 +108,10 @@ class Worker:
                 try:
                     leases = await self.queue.claim(self.id, s.queues, room, self.now())
                 except errors.StaleLease:
-                    log.error("worker %s was declared dead; it stops claiming", self.id)
-                    return
-                except errors.Unavailable:
+                    await self._rejoin()
+                except Exception:  # the database is away, a deadlock...: next round
                     log.warning("claim failed; retrying", exc_info=True)
+                    await asyncio.sleep(s.poll_seconds)
             for lease in leases:
                 self._running[lease.task_id] = asyncio.create_task(self._run(lease))
             if not leases:
@@ -147,21 +148,39 @@ class Worker:
             try:
                 await self.queue.heartbeat(self.id, self.now())
             except errors.StaleLease:
-                log.error("worker %s was declared dead: cancelling its attempts", self.id)
-                self._stopping.set()
-                for task in list(self._running.values()):
-                    task.cancel()
-                return
-            except errors.Unavailable:
+                await self._rejoin()
+            except Exception:  # never let one failed beat end the heartbeats
                 log.warning("heartbeat failed; retrying", exc_info=True)
+
+    async def _rejoin(self) -> None:
+        """Declared dead while alive (stalled too long): its leases were handed on, so its
+        running attempts are cancelled (their reports would be refused anyway); then it
+        registers again under a new id."""
+        if self._rejoining:
+            return
+        self._rejoining = True
+        try:
+            log.error("worker %s was declared dead: cancelling its attempts", self.id)
+            for task in list(self._running.values()):
+                task.cancel()
+            s = self.settings
+            self.id = await self.queue.register_worker(
+                socket.gethostname(), os.getpid(), s.queues, self.now()
+            )
+            log.warning("registered again as %s", self.id)
+        finally:
+            self._rejoining = False
 
     async def _reap_loop(self) -> None:
         s = self.settings
         while True:
             await asyncio.sleep(s.heartbeat_seconds)
             try:
-                dead, adopted = await self.queue.reap(self.now(), s.dead_after_seconds)
-            except errors.Unavailable:
+                dead, adopted = await self.queue.reap(
+                    self.now(), s.dead_after_seconds, reaper=self.id
+                )
+            except Exception:
+                log.warning("reconciling failed; retrying", exc_info=True)
                 continue
             if dead or adopted:
                 log.warning("declared dead: %s; %d tasks back in the queue", dead, adopted)
@@ -177,7 +196,7 @@ async def run_worker(config: Config, stop: asyncio.Event, **overrides: Any) -> N
     config.home.mkdir(parents=True, exist_ok=True)
     db = Database(config.resolved_database_url, busy_timeout_ms=config.sqlite_busy_timeout_ms)
     await migrate(db)
-    worker = Worker(TaskQueue(db, settings.lease_seconds), settings, dbos_url(config))
+    worker = Worker(TaskQueue(db), settings, dbos_url(config))
     try:
         await worker.start()
         await stop.wait()

@@ -224,7 +224,6 @@ tasks = Table(
     Column("max_attempts", Integer, nullable=False),
     Column("fence", BigInteger, nullable=False),  # the fencing token of the latest lease
     Column("worker_id", ID),  # the lease holder while leased
-    Column("lease_expires_at", Float),
     Column("not_before", Float, nullable=False),  # retry backoff
     Column("result", JSON),
     Column("error", JSON),

@@ -1,0 +1,26 @@
+"""``underlay tasks`` on the embedded kernel: submit, ls, get, cancel, bad input."""
+
+from __future__ import annotations
+
+from .conftest import Cli
+
+
+def test_submit_list_get_cancel(cli: Cli) -> None:
+    made = cli.json("tasks", "submit", "sleep", "--input", '{"seconds": 9}', "--priority", "4")
+    assert (made["state"], made["priority"], made["input"]) == ("queued", 4, {"seconds": 9})
+    again = cli.json("tasks", "submit", "noop", "--dedupe", "once")
+    assert cli.json("tasks", "submit", "noop", "--dedupe", "once")["id"] == again["id"]
+    listed = cli.json("tasks", "ls", "--state", "queued")["items"]
+    assert {t["id"] for t in listed} == {made["id"], again["id"]}
+    assert cli.json("tasks", "get", made["id"])["handler"] == "sleep"
+    assert cli.json("tasks", "cancel", made["id"])["state"] == "cancelled"
+    table = cli.ok("tasks", "ls").stdout
+    assert made["id"] in table and "cancelled" in table
+
+
+def test_bad_input_is_named(cli: Cli) -> None:
+    bad = cli("tasks", "submit", "noop", "--input", "{not json")
+    assert bad.exit_code == 2 and "(field: input)" in bad.stderr
+    missing = cli("tasks", "get", "task_nope")
+    assert missing.exit_code != 0 and "no task task_nope" in missing.stderr
+    assert cli.json("tasks", "ls")["items"] == []
