@@ -24,3 +24,26 @@ def test_bad_input_is_named(cli: Cli) -> None:
     missing = cli("tasks", "get", "task_nope")
     assert missing.exit_code != 0 and "no task task_nope" in missing.stderr
     assert cli.json("tasks", "ls")["items"] == []
+
+
+def test_worker_announces_itself_in_json_and_stops_cleanly(cli: Cli) -> None:
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UNDERLAY_")}
+    env.update({k: v for k, v in cli.env.items() if v is not None})
+    argv = [sys.executable, "-m", "underlay.cli.main", "worker", "--json"]
+    proc = subprocess.Popen(
+        [*argv, "-q", "alpha", "-q", "beta"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
+    )  # fmt: skip
+    try:
+        started = json.loads(proc.stdout.readline())  # type: ignore[union-attr]
+        assert started["worker"].startswith("wrk_") and started["queues"] == ["alpha", "beta"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=30)
+    assert rc == 0 and "Traceback" not in proc.stderr.read()  # type: ignore[union-attr]

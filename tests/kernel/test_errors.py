@@ -10,6 +10,7 @@ EXPECTED = {
     "invalid_input": (400, False), "payload_too_large": (413, False),
     "unauthenticated": (401, False), "permission_denied": (403, False),
     "not_found": (404, False), "conflict": (409, False), "idempotency_key_reused": (409, False),
+    "stale_lease": (409, False),
     "budget_exceeded": (402, False), "limit_exceeded": (429, False),
     "unavailable": (503, True), "circuit_open": (503, True), "busy": (503, True),
     "timeout": (504, True), "internal": (500, False),

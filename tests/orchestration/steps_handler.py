@@ -43,3 +43,12 @@ async def two_steps(run: TaskRun, payload: dict[str, Any]) -> dict[str, Any]:
     for name in ("a", "b"):
         await run.step(name, _effect, payload["log"], run.key(name))
     return {"ok": True}
+
+
+async def approval(run: TaskRun, payload: dict[str, Any]) -> dict[str, Any]:
+    """A step, a human's approval (the task waits, holding no worker), another step."""
+    await run.step("prepare", _effect, payload["log"], run.key("prepare"))
+    answer = await run.ask_human("deploy", "Deploy build 42 to production?", {"build": 42})
+    if answer.get("approved"):
+        await run.step("apply", _effect, payload["log"], run.key("apply"))
+    return {"approved": bool(answer.get("approved"))}

@@ -14,7 +14,18 @@ from typing import Annotated
 
 import typer
 
-from underlay.cli import agents, audit, budget, calls, memory, sandbox, serve, tasks, tokens
+from underlay.cli import (
+    agents,
+    audit,
+    budget,
+    calls,
+    escalations,
+    memory,
+    sandbox,
+    serve,
+    tasks,
+    tokens,
+)
 from underlay.cli.runtime import State
 
 app = typer.Typer(
@@ -62,6 +73,7 @@ app.add_typer(audit.app, name="audit")
 app.add_typer(sandbox.app, name="sandbox")
 app.add_typer(memory.app, name="memory")
 app.add_typer(tasks.app, name="tasks")
+app.add_typer(escalations.app, name="escalations")
 calls.register(app)
 serve.register(app)
 

@@ -179,11 +179,13 @@ def worker(
         list[str] | None, typer.Option("--queue", "-q", help="A queue to serve (repeatable).")
     ] = None,
     concurrency: Annotated[int | None, typer.Option(help="Tasks run at once.")] = None,
+    json_: JsonOpt = False,
 ) -> None:
     """Run a task worker on this installation's database until Ctrl-C or SIGTERM.
 
     Workers on many hosts share one PostgreSQL installation (``database_url``); each leases
     tasks, runs their steps durably, heartbeats, and adopts the tasks of dead workers.
+    With --json, one line {"worker": id, "queues": [...]} on stdout once it is started.
     """
     from underlay.orchestration.worker import run_worker
 
@@ -203,8 +205,9 @@ def worker(
             loop = asyncio.get_running_loop()
             for sig in STOP_SIGNALS:  # a clean stop: leases handed back, DBOS shut down
                 loop.add_signal_handler(sig, stop.set)
-            await run_worker(config, stop, **overrides)
+            await run_worker(config, stop, announce=as_json, **overrides)
 
+        as_json = wants_json(ctx, json_)
         asyncio.run(main())
 
 

@@ -36,6 +36,7 @@ from underlay.compute.uids import UidRegistry
 from underlay.compute.watch import Watches
 from underlay.config import ComputeConfig
 from underlay.storage import schema
+from underlay.storage.rows import in_org
 from underlay.types import new_id
 
 if TYPE_CHECKING:
@@ -253,11 +254,7 @@ class ComputeManager:
         """
         r: Any = self._cache.get(sid)
         if r is None or r.org_id != principal.org_id:
-            async with self.kernel.db.read() as conn:
-                found = await conn.execute(
-                    select(S).where(S.c.id == sid, S.c.org_id == principal.org_id)
-                )
-                r = found.first()
+            r = await in_org(self.kernel.db, S, principal.org_id, sid)
         if r is None or (live and r.state == "destroyed"):
             raise errors.NotFound(f"no sandbox {sid!r}", field="sandbox")
         mine = r.owner_kind == principal.kind and r.owner_id == principal.id

@@ -17,13 +17,12 @@ import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
-
 from underlay import errors
 from underlay.compute.files import clear_dir
 from underlay.compute.interface import Instance
 from underlay.compute.models import CreateSandbox, Limits, Sandbox, Snapshot
 from underlay.storage import schema
+from underlay.storage.rows import in_org
 from underlay.types import new_id
 
 if TYPE_CHECKING:
@@ -103,12 +102,7 @@ class Snapshots:
         )
 
     async def row(self, principal: Principal, snapshot_id: str) -> Any:
-        async with self.m.kernel.db.read() as conn:
-            r = (
-                await conn.execute(
-                    select(T).where(T.c.id == snapshot_id, T.c.org_id == principal.org_id)
-                )
-            ).first()
+        r = await in_org(self.m.kernel.db, T, principal.org_id, snapshot_id)
         if r is None:
             raise errors.NotFound(f"no snapshot {snapshot_id!r}", field="snapshot")
         await self.m.row(principal, r.sandbox_id, live=False)  # the same owner rule

@@ -9,10 +9,11 @@ from underlay.identity.syscalls import group as identity
 from underlay.kernel.syscall import SyscallTable
 from underlay.kernel.syscalls import group as kernel
 from underlay.memory.syscalls import group as memory
+from underlay.orchestration.escalation_syscalls import group as escalations
 from underlay.orchestration.syscalls import group as orchestration
 
 
 def builtin_table() -> SyscallTable:
     return SyscallTable(
-        [kernel, identity, billing, compute, compute_templates, memory, orchestration]
+        [kernel, identity, billing, compute, compute_templates, memory, orchestration, escalations]
     )

@@ -1,6 +1,6 @@
 """Durable task steps on DBOS Transact, recovered by underlay rather than by DBOS.
 
-Each *attempt* of a task (one lease) runs as one DBOS workflow, ``{task_id}-a{attempt}``,
+Each *attempt* of a task (one lease) runs as one DBOS workflow, ``{task_id}-f{fence}``,
 and every ``await run.step(name, fn, ...)`` in its handler is a DBOS step: its output is
 checkpointed (SQLite or PostgreSQL) before the handler goes on. A later attempt first
 reads the steps its predecessors recorded (``DBOS.list_workflow_steps``) and replays
@@ -22,12 +22,15 @@ of the workflow source, would make processes of different builds ignore each oth
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from underlay import errors
+from underlay.orchestration import escalations
 from underlay.orchestration.queue import Lease
+from underlay.storage.engine import Database
 
 APPLICATION_VERSION = "underlay-tasks-1"
 Handler = Callable[["TaskRun", dict[str, Any]], Awaitable[dict[str, Any]]]
@@ -51,6 +54,14 @@ def handler(name: str, *, steps: bool = True) -> Callable[[Handler], Handler]:
     return register
 
 
+class WaitingOnHuman(Exception):
+    """Raised out of a handler by ``ask_human``: the task waits for an escalation's answer."""
+
+    def __init__(self, escalation_id: str) -> None:
+        super().__init__(escalation_id)
+        self.escalation_id = escalation_id
+
+
 @dataclass
 class TaskRun:
     """What a handler sees of its task: identity, attempt, fencing token and steps."""
@@ -58,6 +69,8 @@ class TaskRun:
     task_id: str
     attempt: int
     fence: int
+    org_id: str = ""
+    db: Database | None = None
     replayed: int = 0  # steps answered from an earlier attempt's record
     executed: int = 0  # steps whose function ran in this attempt
     durable: bool = True
@@ -83,34 +96,64 @@ class TaskRun:
         self.executed += 1
         return await DBOS.run_step_async({"name": label}, fn, *args, **kwargs)
 
+    async def ask_human(
+        self,
+        name: str,
+        summary: str,
+        context: dict[str, Any] | None = None,
+        *,
+        kind: str = "approval",
+    ) -> dict[str, Any]:
+        """A human's answer: the first call opens an escalation (exactly once, keyed by
+        ``name``) and the task waits — no worker is held — until someone resolves it in
+        the inbox; the task then runs again, its steps replayed, and this returns it."""
+        if self.db is None:
+            raise errors.InternalError("ask_human needs the task's database")
+        key = self.key(f"human:{name}")
+        row = await escalations.find(self.db, self.org_id, key)
+        if row is not None and row.state == "resolved":
+            return dict(row.resolution or {})
+        if row is None:
+            row, _ = await escalations.raise_(
+                self.db, org_id=self.org_id, source=f"task:{self.task_id}", summary=summary,
+                context=context or {}, dedupe_key=key, raised_by=self.task_id,
+                now=time.time(), kind=kind, task_id=self.task_id,
+            )  # fmt: skip
+        raise WaitingOnHuman(row.id)
+
 
 def _recorded(value: Any) -> Any:
     return value
 
 
-async def _earlier_steps(task_id: str, attempt: int) -> dict[str, Any]:
-    """The outputs earlier attempts recorded, the latest attempt's winning."""
+async def _earlier_steps(task_id: str, fence: int) -> dict[str, Any]:
+    """The outputs earlier leases recorded, the latest one's winning."""
     from dbos import DBOS
 
     found: dict[str, Any] = {}
-    for earlier in range(attempt - 1, 0, -1):
+    for earlier in range(fence - 1, 0, -1):
         for info in await DBOS.list_workflow_steps_async(workflow_id(task_id, earlier)):
             if info["error"] is None and info["function_name"] not in found:
                 found[info["function_name"]] = info["output"]
     return found
 
 
-def workflow_id(task_id: str, attempt: int) -> str:
-    return f"{task_id}-a{attempt}"
+def workflow_id(task_id: str, fence: int) -> str:
+    """One DBOS workflow per lease (the fencing token grows with every claim)."""
+    return f"{task_id}-f{fence}"
+
+
+_db: Database | None = None  # the worker's database, for ask_human
 
 
 async def _attempt(
-    task_id: str, attempt: int, fence: int, name: str, payload: dict[str, Any]
+    task_id: str, attempt: int, fence: int, name: str, payload: dict[str, Any], org_id: str = ""
 ) -> dict[str, Any]:
     fn = HANDLERS.get(name)
     if fn is None:
         raise errors.InvalidInput(f"no task handler {name!r} in this worker", field="handler")
-    run = TaskRun(task_id, attempt, fence, _recorded=await _earlier_steps(task_id, attempt))
+    earlier = await _earlier_steps(task_id, fence)
+    run = TaskRun(task_id, attempt, fence, org_id, _db, _recorded=earlier)
     result = await fn(run, payload)
     return {**result, "_steps": {"executed": run.executed, "replayed": run.replayed}}
 
@@ -132,18 +175,23 @@ async def run_attempt(lease: Lease) -> dict[str, Any]:
     from dbos import SetWorkflowID
 
     if lease.handler in STEPLESS:
-        run = TaskRun(lease.task_id, lease.attempt, lease.fence, durable=False)
+        run = TaskRun(lease.task_id, lease.attempt, lease.fence, lease.org_id, _db, durable=False)
         return await HANDLERS[lease.handler](run, lease.input)
 
     workflow = _registered()
-    with SetWorkflowID(workflow_id(lease.task_id, lease.attempt)):
-        return await workflow(lease.task_id, lease.attempt, lease.fence, lease.handler, lease.input)
+    with SetWorkflowID(workflow_id(lease.task_id, lease.fence)):
+        return await workflow(
+            lease.task_id, lease.attempt, lease.fence, lease.handler, lease.input, lease.org_id
+        )
 
 
-def launch(system_url: str, executor_id: str) -> None:
-    """Start this process's DBOS (idempotent per process): its own executor id, our version."""
+def launch(system_url: str, executor_id: str, db: Database | None = None) -> None:
+    """Start this process's DBOS (idempotent per process): its own executor id, our version.
+    ``db``: the installation's database, where ``ask_human`` opens escalations."""
     from dbos import DBOS
 
+    global _db
+    _db = db
     if system_url.startswith("sqlite:///"):
         _wal(system_url[len("sqlite:///") :])
     _registered()

@@ -48,6 +48,7 @@ class Task(StrictModel):
     max_attempts: int
     fence: int
     worker_id: str | None
+    waiting_on: str | None = None
     input: dict[str, Any]
     result: dict[str, Any] | None
     error: dict[str, Any] | None
@@ -65,3 +66,48 @@ class TaskPage(StrictModel):
 class QueueSettings(StrictModel):
     queue: str
     concurrency: int
+
+
+class RaiseEscalation(StrictModel):
+    summary: str = Field(min_length=1, max_length=2000)
+    context: dict[str, Any] = Field(default_factory=dict)
+    kind: str = Field(default="escalation", pattern="^(escalation|approval)$")
+    dedupe_key: str | None = Field(
+        default=None, max_length=200, description="raising again with it returns the first one"
+    )
+
+
+class EscalationRef(StrictModel):
+    escalation_id: str = Field(min_length=1, max_length=100)
+
+
+class ListEscalations(StrictModel):
+    state: str | None = Field(default="open", pattern="^(open|resolved)$")
+    limit: int = Field(default=100, ge=1, le=1000)
+    cursor: str | None = None
+
+
+class ResolveEscalation(EscalationRef):
+    resolution: dict[str, Any] = Field(
+        description='the answer, e.g. {"approved": true, "note": "..."}; a waiting task gets it'
+    )
+
+
+class Escalation(StrictModel):
+    id: str
+    kind: str
+    source: str
+    summary: str
+    context: dict[str, Any]
+    state: str
+    resolution: dict[str, Any] | None
+    resolved_by: str | None
+    task_id: str | None
+    raised_by: str
+    created_at: float
+    resolved_at: float | None
+
+
+class EscalationPage(StrictModel):
+    items: list[Escalation]
+    next_cursor: str | None = None

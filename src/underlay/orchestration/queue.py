@@ -31,12 +31,12 @@ from sqlalchemy import Connection, and_, func, select, text, update
 from underlay import errors
 from underlay.storage.batch import GroupCommit
 from underlay.storage.engine import Database
-from underlay.storage.schema import task_queues, tasks, workers
+from underlay.storage.schema import escalations, task_queues, tasks, workers
 from underlay.types import new_id
 
 DEFAULT_CONCURRENCY = 1_000
 _CLAIM_LOCK = 0x756E6471  # "undq": one claimer at a time on PostgreSQL
-TERMINAL = ("succeeded", "failed", "cancelled")
+TERMINAL = ("succeeded", "failed", "cancelled")  # queued, leased and waiting are not
 
 
 @dataclass(frozen=True)
@@ -347,6 +347,25 @@ class TaskQueue:
                 update(tasks)
                 .where(tasks.c.id == lease.task_id)
                 .values(**values, error=error, worker_id=None)
+            )
+            return str(values["state"])
+
+        return await self.db.run_write(work)
+
+    async def wait(self, lease: Lease, escalation_id: str, now: float) -> str:
+        """Park the task until a human resolves ``escalation_id`` (no worker is held); if
+        that happened already, it goes straight back to the queue. Returns the state."""
+
+        def work(conn: Connection) -> str:
+            _fenced(conn, lease)
+            answered = conn.execute(
+                select(escalations.c.state).where(escalations.c.id == escalation_id)
+            ).scalar()
+            values: dict[str, Any] = {"state": "waiting", "waiting_on": f"human:{escalation_id}"}
+            if answered == "resolved":  # the answer beat us here
+                values = {"state": "queued", "not_before": now, "attempts": tasks.c.attempts - 1}
+            conn.execute(
+                update(tasks).where(tasks.c.id == lease.task_id).values(**values, worker_id=None)
             )
             return str(values["state"])
 

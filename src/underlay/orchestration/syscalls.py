@@ -24,6 +24,7 @@ from underlay.orchestration.models import (
     TaskRef,
 )
 from underlay.orchestration.queue import NewTask
+from underlay.storage.rows import in_org
 from underlay.storage.schema import tasks
 
 group = SyscallGroup("orchestration")
@@ -33,19 +34,14 @@ def task_model(row: Any, created: bool = True) -> Task:
     return Task(
         id=row.id, queue=row.queue, handler=row.handler, state=row.state,
         priority=row.priority, attempts=row.attempts, max_attempts=row.max_attempts,
-        fence=row.fence, worker_id=row.worker_id, input=row.input, result=row.result,
-        error=row.error, created_at=row.created_at, started_at=row.started_at,
+        fence=row.fence, worker_id=row.worker_id, waiting_on=row.waiting_on, input=row.input,
+        result=row.result, error=row.error, created_at=row.created_at, started_at=row.started_at,
         finished_at=row.finished_at, created=created,
     )  # fmt: skip
 
 
 async def _get(ctx: CallContext, task_id: str) -> Any:
-    async with ctx.kernel.db.read() as conn:
-        row = (
-            await conn.execute(
-                select(tasks).where(tasks.c.id == task_id, tasks.c.org_id == ctx.org_id)
-            )
-        ).first()
+    row = await in_org(ctx.kernel.db, tasks, ctx.org_id, task_id)
     if row is None:
         raise errors.NotFound(f"no task {task_id}", field="task_id")
     return row
@@ -71,10 +67,21 @@ async def submit(ctx: CallContext, inp: SubmitTask) -> Task:
     if not created:
         return task_model(await _get(ctx, task_id), created=False)
     return Task(
-        id=task_id, queue=inp.queue, handler=inp.handler, state="queued",
-        priority=inp.priority, attempts=0, max_attempts=inp.max_attempts, fence=0,
-        worker_id=None, input=inp.input, result=None, error=None, created_at=now,
-        started_at=None, finished_at=None,
+        id=task_id,
+        queue=inp.queue,
+        handler=inp.handler,
+        state="queued",
+        priority=inp.priority,
+        attempts=0,
+        max_attempts=inp.max_attempts,
+        fence=0,
+        worker_id=None,
+        input=inp.input,
+        result=None,
+        error=None,
+        created_at=now,
+        started_at=None,
+        finished_at=None,
     )  # fmt: skip (what the insert wrote: no read back)
 
 

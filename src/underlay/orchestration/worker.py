@@ -20,6 +20,7 @@ deadline), remaining leases are handed back, DBOS shuts down.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import socket
@@ -73,7 +74,7 @@ class Worker:
         self.id = await self.queue.register_worker(
             socket.gethostname(), os.getpid(), s.queues, self.now()
         )
-        durable.launch(self.system_url, self.id)
+        durable.launch(self.system_url, self.id, self.queue.db)
         self._loops = [
             asyncio.create_task(self._claim_loop(), name=f"{self.id}:claim"),
             asyncio.create_task(self._heartbeat_loop(), name=f"{self.id}:heartbeat"),
@@ -127,6 +128,9 @@ class Worker:
                 result = await durable.run_attempt(lease)
             except asyncio.CancelledError:
                 raise
+            except durable.WaitingOnHuman as waiting:
+                await self.queue.wait(lease, waiting.escalation_id, self.now())
+                return
             except errors.UnderlayError as exc:
                 await self.queue.fail(lease, exc.to_dict(), self.now(), retryable=exc.retryable)
                 return
@@ -187,7 +191,9 @@ class Worker:
                 self._wake.set()
 
 
-async def run_worker(config: Config, stop: asyncio.Event, **overrides: Any) -> None:
+async def run_worker(
+    config: Config, stop: asyncio.Event, *, announce: bool = False, **overrides: Any
+) -> None:
     """``underlay worker``: one worker on the installation's database until ``stop``."""
     from underlay.storage.engine import Database
     from underlay.storage.migrations import migrate
@@ -199,6 +205,8 @@ async def run_worker(config: Config, stop: asyncio.Event, **overrides: Any) -> N
     worker = Worker(TaskQueue(db), settings, dbos_url(config))
     try:
         await worker.start()
+        if announce:
+            print(json.dumps({"worker": worker.id, "queues": settings.queues}), flush=True)
         await stop.wait()
     finally:
         await worker.stop()

@@ -50,6 +50,7 @@ MIGRATIONS: list[Migration] = [
     ),
     Migration(2, "compute: sandboxes and snapshots", _create("sandboxes", "sandbox_snapshots")),
     Migration(3, "orchestration: tasks and workers", _create("tasks", "task_queues", "workers")),
+    Migration(4, "orchestration: the escalation inbox", _create("escalations")),
 ]
 
 _PG_LOCK_KEY = 0x756E646C  # "undl"

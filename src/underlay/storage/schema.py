@@ -219,7 +219,8 @@ tasks = Table(
     Column("handler", String(200), nullable=False),
     Column("input", JSON, nullable=False),
     Column("priority", Integer, nullable=False),
-    Column("state", String(16), nullable=False),  # queued | leased | succeeded | failed | cancelled
+    Column("state", String(16), nullable=False),  # queued|leased|waiting|succeeded|failed|cancelled
+    Column("waiting_on", String(100)),  # while waiting: "human:<escalation id>"
     Column("attempts", Integer, nullable=False),
     Column("max_attempts", Integer, nullable=False),
     Column("fence", BigInteger, nullable=False),  # the fencing token of the latest lease
@@ -256,4 +257,25 @@ workers = Table(
     Column("state", String(16), nullable=False),  # alive | dead | stopped
     Column("started_at", Float, nullable=False),
     Column("heartbeat_at", Float, nullable=False),
+)
+
+escalations = Table(
+    "escalations",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("org_id", ID, nullable=False),
+    Column("kind", String(16), nullable=False),  # escalation | approval
+    Column("source", String(200), nullable=False),  # task:..., supervisor:..., agent:...
+    Column("summary", Text, nullable=False),
+    Column("context", JSON, nullable=False),
+    Column("state", String(16), nullable=False),  # open | resolved
+    Column("resolution", JSON),
+    Column("resolved_by", ID),
+    Column("task_id", ID),  # the task waiting on the answer, if any
+    Column("dedupe_key", String(300), nullable=False),
+    Column("raised_by", ID, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("resolved_at", Float),
+    UniqueConstraint("org_id", "dedupe_key"),
+    Index("ix_escalations_org_state", "org_id", "state", "created_at"),
 )
