@@ -52,3 +52,19 @@ async def approval(run: TaskRun, payload: dict[str, Any]) -> dict[str, Any]:
     if answer.get("approved"):
         await run.step("apply", _effect, payload["log"], run.key("apply"))
     return {"approved": bool(answer.get("approved"))}
+
+
+async def flaky(run: TaskRun, payload: dict[str, Any]) -> dict[str, Any]:
+    """Fails its first attempt with ``payload["error"]``, then succeeds."""
+    from underlay import errors
+    from underlay.orchestration.failures import NeedsHuman
+
+    marker = payload["marker"]
+    if not os.path.exists(marker):
+        with open(marker, "w") as fh:
+            fh.write("failed once")
+        kind = payload["error"]
+        if kind == "needs_human":
+            raise NeedsHuman("the API key for the billing system was rotated")
+        raise {"budget": errors.BudgetExceeded, "transient": errors.Unavailable}[kind]("boom")
+    return {"attempt": run.attempt}

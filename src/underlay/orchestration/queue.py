@@ -29,6 +29,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, func, select, text, update
 
 from underlay import errors
+from underlay.orchestration import escalations as escalations_store
 from underlay.storage.batch import GroupCommit
 from underlay.storage.engine import Database
 from underlay.storage.schema import escalations, task_queues, tasks, workers
@@ -349,6 +350,30 @@ class TaskQueue:
                 .values(**values, error=error, worker_id=None)
             )
             return str(values["state"])
+
+        return await self.db.run_write(work)
+
+    async def escalate_failure(self, lease: Lease, error: dict[str, Any], now: float) -> str:
+        """A failure only a person can unblock: open an escalation with the error as its
+        context and park the task on it (one transaction). Returns the escalation id."""
+
+        def work(conn: Connection) -> str:
+            _fenced(conn, lease)
+            row, _ = escalations_store.open_in(
+                conn, org_id=lease.org_id, source=f"task:{lease.task_id}",
+                summary=f"task {lease.task_id} ({lease.handler}) needs a person: "
+                f"{error.get('message', '')}"[:2000],
+                context={"failure": error, "task": lease.task_id, "handler": lease.handler,
+                         "attempt": lease.attempt},
+                dedupe_key=f"{lease.task_id}:failure:{lease.fence}", raised_by=lease.task_id,
+                now=now, task_id=lease.task_id,
+            )  # fmt: skip
+            conn.execute(
+                update(tasks)
+                .where(tasks.c.id == lease.task_id)
+                .values(state="waiting", waiting_on=f"human:{row.id}", error=error, worker_id=None)
+            )
+            return str(row.id)
 
         return await self.db.run_write(work)
 

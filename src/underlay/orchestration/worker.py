@@ -33,6 +33,7 @@ from underlay.config import Config, OrchestrationConfig
 from underlay.orchestration import (
     builtin_handlers,  # noqa: F401  (registers handlers)
     durable,
+    failures,
 )
 from underlay.orchestration.queue import Lease, TaskQueue
 
@@ -131,12 +132,13 @@ class Worker:
             except durable.WaitingOnHuman as waiting:
                 await self.queue.wait(lease, waiting.escalation_id, self.now())
                 return
-            except errors.UnderlayError as exc:
-                await self.queue.fail(lease, exc.to_dict(), self.now(), retryable=exc.retryable)
-                return
-            except Exception as exc:  # a handler's own failure: retried within max_attempts
-                error = {"code": "handler_error", "message": f"{type(exc).__name__}: {exc}"}
-                await self.queue.fail(lease, error, self.now(), retryable=True)
+            except Exception as exc:  # classified the same way for every task
+                error, kind = failures.describe(exc), failures.classify(exc)
+                if kind in ("needs_human", "budget"):
+                    await self.queue.escalate_failure(lease, error, self.now())
+                else:
+                    retry = kind == "transient"
+                    await self.queue.fail(lease, error, self.now(), retryable=retry)
                 return
             await self.queue.complete(lease, result, self.now())
             self.completed += 1

@@ -1,0 +1,99 @@
+"""Failure classes: transient retries, permanent fails, needs-human and budget wait."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from underlay import errors
+from underlay.kernel.kernel import Kernel
+from underlay.orchestration.failures import NeedsHuman, classify, describe
+from underlay.orchestration.worker import Worker, dbos_url
+from underlay.sdk.client import AsyncUnderlay
+
+TESTS = str(Path(__file__).resolve().parents[1])
+
+
+@pytest.mark.parametrize(
+    ("exc", "kind"),
+    [
+        (errors.Unavailable("db away"), "transient"),
+        (errors.Timeout("slow"), "transient"),
+        (RuntimeError("a bug"), "transient"),
+        (errors.InvalidInput("bad"), "permanent"),
+        (errors.NotFound("gone"), "permanent"),
+        (errors.Conflict("state"), "permanent"),
+        (errors.PermissionDenied("no"), "needs_human"),
+        (errors.Unauthenticated("expired"), "needs_human"),
+        (NeedsHuman("rotate the key"), "needs_human"),
+        (errors.BudgetExceeded("spent"), "budget"),
+    ],
+)
+def test_every_failure_has_one_class(exc: BaseException, kind: str) -> None:
+    assert classify(exc) == kind
+    assert describe(exc)["class"] == kind
+
+
+@pytest.fixture
+async def worker(kernel: Kernel, monkeypatch: pytest.MonkeyPatch) -> Worker:
+    monkeypatch.syspath_prepend(TESTS)
+    settings = kernel.config.orchestration.model_copy(update={"poll_seconds": 0.01})
+    w = Worker(kernel.tasks(), settings, dbos_url(kernel.config))
+    await w.start()
+    kernel.workers.append(w)  # the kernel stops it on close
+    return w
+
+
+async def settle(ul: AsyncUnderlay, task_id: str, state: str) -> object:
+    for _ in range(400):
+        task = await ul.tasks.get(task_id=task_id)
+        if task.state == state:
+            return task
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"task {task_id} is {task.state}, not {state}")
+
+
+def flaky(tmp_path: Path, error: str) -> dict[str, object]:
+    marker = str(tmp_path / f"{error}.marker")
+    return {
+        "entry": "orchestration.steps_handler:flaky",
+        "input": {"marker": marker, "error": error},
+    }
+
+
+async def test_transient_failures_retry_with_backoff(
+    ul: AsyncUnderlay, worker: Worker, tmp_path: Path
+) -> None:
+    task = await ul.tasks.submit(handler="python", input=flaky(tmp_path, "transient"))
+    done = await settle(ul, task.id, "succeeded")
+    assert done.result["attempt"] == 2  # type: ignore[attr-defined]
+    assert done.error["class"] == "transient"  # type: ignore[attr-defined]  (the first one's)
+
+
+@pytest.mark.parametrize("error", ["needs_human", "budget"])
+async def test_needs_human_and_budget_wait_in_the_inbox_then_retry(
+    ul: AsyncUnderlay, worker: Worker, tmp_path: Path, error: str
+) -> None:
+    task = await ul.tasks.submit(handler="python", input=flaky(tmp_path, error))
+    waiting = await settle(ul, task.id, "waiting")
+    [esc] = (await ul.escalations.list()).items
+    assert waiting.waiting_on == f"human:{esc.id}"  # type: ignore[attr-defined]
+    assert esc.context["failure"]["class"] == error and esc.context["task"] == task.id
+    assert esc.task_id == task.id and "needs a person" in esc.summary
+    await ul.escalations.resolve(escalation_id=esc.id, resolution={"retry": True})
+    done = await settle(ul, task.id, "succeeded")
+    assert done.attempts == 1  # type: ignore[attr-defined]  (the wait was not an attempt)
+
+
+async def test_a_human_can_give_up_on_a_waiting_task(
+    ul: AsyncUnderlay, worker: Worker, tmp_path: Path
+) -> None:
+    task = await ul.tasks.submit(handler="python", input=flaky(tmp_path, "needs_human"))
+    await settle(ul, task.id, "waiting")
+    [esc] = (await ul.escalations.list()).items
+    await ul.escalations.resolve(escalation_id=esc.id, resolution={"retry": False})
+    failed = await settle(ul, task.id, "failed")
+    assert failed.error["message"].endswith("was rotated")  # type: ignore[attr-defined]
+    assert failed.attempts == 1  # type: ignore[attr-defined]  (no further attempt ran)
