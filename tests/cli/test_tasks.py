@@ -47,3 +47,11 @@ def test_worker_announces_itself_in_json_and_stops_cleanly(cli: Cli) -> None:
         proc.send_signal(signal.SIGTERM)
         rc = proc.wait(timeout=30)
     assert rc == 0 and "Traceback" not in proc.stderr.read()  # type: ignore[union-attr]
+
+
+def test_costs_and_attempts(cli: Cli) -> None:
+    made = cli.json("tasks", "submit", "noop")
+    assert cli.json("tasks", "attempts", made["id"])["items"] == []  # not claimed yet
+    assert cli.json("costs", "--by", "queue") == {"by": "queue", "rows": []}
+    bad = cli("costs", "--by", "colour")
+    assert bad.exit_code == 2 and "(field: by)" in bad.stderr

@@ -70,6 +70,13 @@ async def test_transient_failures_retry_with_backoff(
     done = await settle(ul, task.id, "succeeded")
     assert done.result["attempt"] == 2  # type: ignore[attr-defined]
     assert done.error["class"] == "transient"  # type: ignore[attr-defined]  (the first one's)
+    history = (await ul.tasks.attempts(task_id=task.id)).items
+    assert [(a.outcome, a.error_class) for a in history] == [
+        ("retrying", "transient"), ("succeeded", None),
+    ]  # fmt: skip
+    [row] = (await ul.tasks.costs(by="handler")).rows
+    assert (row.key, row.tasks, row.succeeded, row.attempts) == ("python", 1, 1, 2)
+    assert 0 < row.retry_tax < 1 and row.attempts_per_success == 2
 
 
 @pytest.mark.parametrize("error", ["needs_human", "budget"])

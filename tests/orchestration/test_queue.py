@@ -142,3 +142,33 @@ async def test_a_clean_stop_hands_leases_back_at_once(kernel: Kernel, queue: Tas
     assert await state(kernel, task_id) == "queued"
     with pytest.raises(errors.StaleLease):
         await queue.claim(w, ["q"], 1, T0 + 1)
+
+
+async def test_every_lease_is_a_row_of_history_and_costs_join_outcomes(
+    kernel: Kernel, queue: TaskQueue
+) -> None:
+    from underlay.orchestration import attempts
+
+    flaky, _ = await queue.submit(task(max_attempts=3), T0)
+    gone, _ = await queue.submit(task(), T0)
+    w1 = await queue.register_worker("h", 1, ["q"], T0)
+    first = {lease.task_id: lease for lease in await queue.claim(w1, ["q"], 2, T0)}
+    await queue.fail(first[flaky], {"class": "transient"}, T0 + 4, retryable=True)  # 4 s
+    await queue.reap(T0 + 10, dead_after=5)  # w1 silent: gone's lease is lost (10 s)
+    w2 = await queue.register_worker("h", 2, ["q"], T0 + 10)
+    second = {lease.task_id: lease for lease in await queue.claim(w2, ["q"], 2, T0 + 70)}
+    await queue.complete(second[flaky], {}, T0 + 71)  # 1 s
+    await queue.cancel("org_a", gone, T0 + 72)  # 2 s, then cancelled
+    history = await attempts.history(kernel.db, "org_a", flaky)
+    assert [(a.attempt, a.outcome, a.error_class) for a in history] == [
+        (1, "retrying", "transient"), (2, "succeeded", None),
+    ]  # fmt: skip
+    assert [a.outcome for a in await attempts.history(kernel.db, "org_a", gone)] == [
+        "lost", "cancelled",
+    ]  # fmt: skip
+    [row] = await attempts.costs(kernel.db, "org_a", "handler", 0)
+    assert row == {
+        "handler": "noop", "tasks": 2, "succeeded": 1, "attempts": 4,
+        "worker_seconds": 17.0, "seconds_per_success": 17.0, "attempts_per_success": 4.0,
+        "retry_tax": round(16 / 17, 4),
+    }  # fmt: skip

@@ -86,3 +86,36 @@ def cancel(ctx: typer.Context, task_id: IdArg, json_: JsonOpt = False) -> None:
         return await ul.tasks.cancel(task_id=task_id)
 
     execute(ctx, action, _one, json_=json_, label="cancelling")
+
+
+@app.command("attempts")
+def attempts(ctx: typer.Context, task_id: IdArg, json_: JsonOpt = False) -> None:
+    """Every lease of a task: worker, start, end, outcome, failure class."""
+
+    async def action(ul: AsyncUnderlay) -> Any:
+        return await ul.tasks.attempts(task_id=task_id)
+
+    def show(page: Any, console: Console) -> None:
+        cols = ("attempt", "fence", "worker_id", "outcome", "error_class", "started_at")
+        console.print(render.table(page.items, cols))
+
+    execute(ctx, action, show, json_=json_, label="reading")
+
+
+def costs(
+    ctx: typer.Context,
+    by: Annotated[str, typer.Option(help="Group by handler or queue.")] = "handler",
+    since: Annotated[float, typer.Option(help="Attempts started at or after (epoch s).")] = 0.0,
+    json_: JsonOpt = False,
+) -> None:
+    """What tasks cost in worker time, joined with outcomes: per success, and the retry tax."""
+
+    async def action(ul: AsyncUnderlay) -> Any:
+        return await ul.tasks.costs(by=by, since=since)
+
+    def show(report: Any, console: Console) -> None:
+        cols = ("key", "tasks", "succeeded", "attempts", "worker_seconds",
+                "seconds_per_success", "attempts_per_success", "retry_tax")  # fmt: skip
+        console.print(render.table(report.rows, cols))
+
+    execute(ctx, action, show, json_=json_, label="costing")

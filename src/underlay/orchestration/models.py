@@ -111,3 +111,38 @@ class Escalation(StrictModel):
 class EscalationPage(StrictModel):
     items: list[Escalation]
     next_cursor: str | None = None
+
+
+class TaskAttempt(StrictModel):
+    attempt: int
+    fence: int
+    worker_id: str
+    started_at: float
+    finished_at: float | None
+    outcome: str
+    error_class: str | None
+
+
+class AttemptList(StrictModel):
+    items: list[TaskAttempt]
+
+
+class CostQuery(StrictModel):
+    by: str = Field(default="handler", pattern="^(handler|queue)$")
+    since: float = Field(default=0.0, ge=0, description="attempts started at or after (epoch s)")
+
+
+class CostRow(StrictModel):
+    key: str
+    tasks: int
+    succeeded: int
+    attempts: int
+    worker_seconds: float
+    seconds_per_success: float | None
+    attempts_per_success: float | None
+    retry_tax: float = Field(description="share of worker time on attempts that did not succeed")
+
+
+class CostReport(StrictModel):
+    by: str
+    rows: list[CostRow]

@@ -29,6 +29,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, func, select, text, update
 
 from underlay import errors
+from underlay.orchestration import attempts
 from underlay.orchestration import escalations as escalations_store
 from underlay.storage.batch import GroupCommit
 from underlay.storage.engine import Database
@@ -137,13 +138,16 @@ class TaskQueue:
         """Cancel a task not yet finished; return its state after (terminal ones stay)."""
 
         def work(conn: Connection) -> str:
-            state = conn.execute(
-                select(tasks.c.state).where(tasks.c.id == task_id, tasks.c.org_id == org_id)
-            ).scalar()
-            if state is None:
+            found = conn.execute(
+                select(tasks.c.state, tasks.c.fence).where(
+                    tasks.c.id == task_id, tasks.c.org_id == org_id
+                )
+            ).first()
+            if found is None:
                 raise errors.NotFound(f"no task {task_id}", field="task_id")
-            if state in TERMINAL:
-                return str(state)
+            if found.state in TERMINAL:
+                return str(found.state)
+            attempts.ended(conn, task_id, found.fence, "cancelled", now)
             conn.execute(
                 update(tasks)
                 .where(tasks.c.id == task_id)
@@ -238,6 +242,7 @@ class TaskQueue:
                     started_at=func.coalesce(tasks.c.started_at, now),
                 )
             )
+            attempts.started(conn, row, worker_id, now)
             leases.append(
                 Lease(
                     row.id,
@@ -329,6 +334,7 @@ class TaskQueue:
                 .where(tasks.c.id == lease.task_id)
                 .values(state="succeeded", result=result, finished_at=now, worker_id=None)
             )
+            attempts.ended(conn, lease.task_id, lease.fence, "succeeded", now)
             out.append(None)
         return out
 
@@ -349,6 +355,8 @@ class TaskQueue:
                 .where(tasks.c.id == lease.task_id)
                 .values(**values, error=error, worker_id=None)
             )
+            outcome = "retrying" if values["state"] == "queued" else "failed"
+            attempts.ended(conn, lease.task_id, lease.fence, outcome, now, error.get("class"))
             return str(values["state"])
 
         return await self.db.run_write(work)
@@ -373,6 +381,7 @@ class TaskQueue:
                 .where(tasks.c.id == lease.task_id)
                 .values(state="waiting", waiting_on=f"human:{row.id}", error=error, worker_id=None)
             )
+            attempts.ended(conn, lease.task_id, lease.fence, "waiting", now, error.get("class"))
             return str(row.id)
 
         return await self.db.run_write(work)
@@ -392,6 +401,7 @@ class TaskQueue:
             conn.execute(
                 update(tasks).where(tasks.c.id == lease.task_id).values(**values, worker_id=None)
             )
+            attempts.ended(conn, lease.task_id, lease.fence, "waiting", now)
             return str(values["state"])
 
         return await self.db.run_write(work)
@@ -437,6 +447,7 @@ def _fenced(conn: Connection, lease: Lease) -> Any:
 
 
 def _requeue(conn: Connection, which: Any, now: float) -> int:
+    attempts.lost(conn, which, now)
     done = conn.execute(
         update(tasks)
         .where(and_(tasks.c.state == "leased", which))

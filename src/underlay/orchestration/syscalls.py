@@ -14,12 +14,18 @@ from sqlalchemy import select
 from underlay import errors
 from underlay.kernel.context import CallContext
 from underlay.kernel.syscall import SyscallGroup
+from underlay.orchestration import attempts
 from underlay.orchestration.models import (
+    AttemptList,
+    CostQuery,
+    CostReport,
+    CostRow,
     ListTasks,
     QueueSettings,
     SetConcurrency,
     SubmitTask,
     Task,
+    TaskAttempt,
     TaskPage,
     TaskRef,
 )
@@ -123,3 +129,31 @@ async def set_concurrency(ctx: CallContext, inp: SetConcurrency) -> QueueSetting
     await ctx.kernel.tasks().set_concurrency(ctx.org_id, inp.queue, inp.concurrency)
     ctx.audit.update(queue=inp.queue, concurrency=inp.concurrency)
     return QueueSettings(queue=inp.queue, concurrency=inp.concurrency)
+
+
+@group.syscall("tasks.attempts", capability="tasks.read")
+async def attempts_(ctx: CallContext, inp: TaskRef) -> AttemptList:
+    """Every lease of a task: worker, start and end, outcome, failure class."""
+    await _get(ctx, inp.task_id)  # not_found for another org's task
+    rows = await attempts.history(ctx.kernel.db, ctx.org_id, inp.task_id)
+    return AttemptList(
+        items=[
+            TaskAttempt(
+                attempt=r.attempt,
+                fence=r.fence,
+                worker_id=r.worker_id,
+                started_at=r.started_at,
+                finished_at=r.finished_at,
+                outcome=r.outcome,
+                error_class=r.error_class,
+            )
+            for r in rows
+        ]
+    )
+
+
+@group.syscall("tasks.costs", capability="tasks.read")
+async def costs(ctx: CallContext, inp: CostQuery) -> CostReport:
+    """Worker time per handler or queue, joined with outcomes: per successful task, retry tax."""
+    rows = await attempts.costs(ctx.kernel.db, ctx.org_id, inp.by, inp.since)
+    return CostReport(by=inp.by, rows=[CostRow(key=r.pop(inp.by), **r) for r in rows])

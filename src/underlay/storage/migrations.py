@@ -49,7 +49,11 @@ MIGRATIONS: list[Migration] = [
         ),
     ),
     Migration(2, "compute: sandboxes and snapshots", _create("sandboxes", "sandbox_snapshots")),
-    Migration(3, "orchestration: tasks and workers", _create("tasks", "task_queues", "workers")),
+    Migration(
+        3,
+        "orchestration: tasks and workers",
+        _create("tasks", "task_attempts", "task_queues", "workers"),
+    ),
     Migration(4, "orchestration: the escalation inbox", _create("escalations")),
 ]
 

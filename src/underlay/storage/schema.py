@@ -239,6 +239,24 @@ tasks = Table(
     UniqueConstraint("org_id", "idempotency_key"),
 )
 
+task_attempts = Table(
+    "task_attempts",
+    metadata,
+    Column("task_id", ID, primary_key=True),
+    Column("fence", BigInteger, primary_key=True),  # one row a lease
+    Column("org_id", ID, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("worker_id", ID, nullable=False),
+    Column("handler", String(200), nullable=False),
+    Column("queue", String(100), nullable=False),
+    Column("started_at", Float, nullable=False),
+    Column("finished_at", Float),
+    # running | succeeded | failed | retrying | waiting | lost (its worker died) | cancelled
+    Column("outcome", String(16), nullable=False),
+    Column("error_class", String(16)),
+    Index("ix_task_attempts_org", "org_id", "started_at"),
+)
+
 task_queues = Table(
     "task_queues",
     metadata,

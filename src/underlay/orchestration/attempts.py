@@ -1,0 +1,96 @@
+"""Every lease of a task as a row of history, and what the attempts cost.
+
+``started`` is written in the claim's transaction and ``ended`` in the transaction that
+ends the lease (complete, fail, wait, cancel, adoption after a worker's death), so the
+history never disagrees with the task. ``costs`` joins attempts with their outcomes:
+worker-seconds per task and per successful task, attempts per success, and the retry
+tax — the share of worker time spent on attempts that did not succeed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, and_, case, func, select, update
+
+from underlay.storage.engine import Database
+from underlay.storage.schema import task_attempts, tasks
+
+
+def started(conn: Connection, row: Any, worker_id: str, now: float) -> None:
+    conn.execute(
+        task_attempts.insert().values(
+            task_id=row.id, fence=row.fence + 1, org_id=row.org_id, attempt=row.attempts + 1,
+            worker_id=worker_id, handler=row.handler, queue=row.queue, started_at=now,
+            outcome="running",
+        )
+    )  # fmt: skip
+
+
+def ended(
+    conn: Connection, task_id: str, fence: int, outcome: str, now: float, error_class: Any = None
+) -> None:
+    conn.execute(
+        update(task_attempts)
+        .where(
+            task_attempts.c.task_id == task_id,
+            task_attempts.c.fence == fence,
+            task_attempts.c.outcome == "running",
+        )
+        .values(outcome=outcome, finished_at=now, error_class=error_class)
+    )
+
+
+def lost(conn: Connection, which: Any, now: float) -> None:
+    """The running attempts of tasks matching ``which`` (a worker died, a cancel)."""
+    running = select(tasks.c.id).where(and_(tasks.c.state == "leased", which))
+    conn.execute(
+        update(task_attempts)
+        .where(task_attempts.c.task_id.in_(running), task_attempts.c.outcome == "running")
+        .values(outcome="lost", finished_at=now)
+    )
+
+
+async def history(db: Database, org_id: str, task_id: str) -> list[Any]:
+    async with db.read() as conn:
+        rows = await conn.execute(
+            select(task_attempts)
+            .where(task_attempts.c.org_id == org_id, task_attempts.c.task_id == task_id)
+            .order_by(task_attempts.c.fence)
+        )
+        return list(rows)
+
+
+async def costs(db: Database, org_id: str, by: str, since: float) -> list[dict[str, Any]]:
+    """Per ``by`` (handler or queue): tasks, successes, attempts, worker-seconds, retry tax."""
+    key = task_attempts.c[by]
+    seconds = func.coalesce(task_attempts.c.finished_at - task_attempts.c.started_at, 0.0)
+    wasted = case((task_attempts.c.outcome != "succeeded", seconds), else_=0.0)
+    query = (
+        select(
+            key.label("key"),
+            func.count(func.distinct(task_attempts.c.task_id)).label("tasks"),
+            func.count().label("attempts"),
+            func.sum(case((task_attempts.c.outcome == "succeeded", 1), else_=0)).label("ok"),
+            func.sum(seconds).label("seconds"),
+            func.sum(wasted).label("wasted"),
+        )
+        .where(task_attempts.c.org_id == org_id, task_attempts.c.started_at >= since)
+        .group_by(key)
+        .order_by(key)
+    )
+    async with db.read() as conn:
+        rows = (await conn.execute(query)).all()
+    out = []
+    for r in rows:
+        total, ok = float(r.seconds or 0), int(r.ok or 0)
+        out.append(
+            {
+                by: r.key, "tasks": r.tasks, "succeeded": ok, "attempts": r.attempts,
+                "worker_seconds": round(total, 6),
+                "seconds_per_success": round(total / ok, 6) if ok else None,
+                "attempts_per_success": round(r.attempts / ok, 3) if ok else None,
+                "retry_tax": round(float(r.wasted or 0) / total, 4) if total else 0.0,
+            }
+        )  # fmt: skip
+    return out
