@@ -17,13 +17,20 @@ from underlay.storage.engine import Database
 from underlay.storage.schema import task_attempts, tasks
 
 
-def started(conn: Connection, row: Any, worker_id: str, now: float) -> None:
+def started(conn: Connection, leases: list[Any], worker_id: str, now: float) -> None:
+    """One row for each new lease (one statement for all of them)."""
+    if not leases:
+        return
     conn.execute(
-        task_attempts.insert().values(
-            task_id=row.id, fence=row.fence + 1, org_id=row.org_id, attempt=row.attempts + 1,
-            worker_id=worker_id, handler=row.handler, queue=row.queue, started_at=now,
-            outcome="running",
-        )
+        task_attempts.insert(),
+        [
+            {
+                "task_id": lease.task_id, "fence": lease.fence, "org_id": lease.org_id,
+                "attempt": lease.attempt, "worker_id": worker_id, "handler": lease.handler,
+                "queue": lease.queue, "started_at": now, "outcome": "running",
+            }
+            for lease in leases
+        ],
     )  # fmt: skip
 
 

@@ -229,31 +229,30 @@ class TaskQueue:
             room[(org, row.queue)] -= 1
             load[org] = load.get(org, 0) + 1
             picked.append(row)
-        leases = []
-        for row in picked:
-            conn.execute(
-                update(tasks)
-                .where(tasks.c.id == row.id)
-                .values(
-                    state="leased",
-                    worker_id=worker_id,
-                    fence=row.fence + 1,
-                    attempts=row.attempts + 1,
-                    started_at=func.coalesce(tasks.c.started_at, now),
-                )
+        if not picked:
+            return []
+        # One statement for every pick; "state = queued" re-checked at the write, so a
+        # cancel that slipped in between (PostgreSQL) wins and that task is not leased.
+        leased = conn.execute(
+            update(tasks)
+            .where(tasks.c.id.in_([row.id for row in picked]), tasks.c.state == "queued")
+            .values(
+                state="leased",
+                worker_id=worker_id,
+                fence=tasks.c.fence + 1,
+                attempts=tasks.c.attempts + 1,
+                started_at=func.coalesce(tasks.c.started_at, now),
             )
-            attempts.started(conn, row, worker_id, now)
-            leases.append(
-                Lease(
-                    row.id,
-                    row.org_id,
-                    row.queue,
-                    row.handler,
-                    row.input,
-                    row.attempts + 1,
-                    row.fence + 1,
-                )
-            )
+            .returning(tasks.c.id, tasks.c.fence, tasks.c.attempts)
+        ).all()
+        got = {r.id: r for r in leased}
+        leases = [
+            Lease(row.id, row.org_id, row.queue, row.handler, row.input,
+                  got[row.id].attempts, got[row.id].fence)
+            for row in picked
+            if row.id in got
+        ]  # fmt: skip
+        attempts.started(conn, leases, worker_id, now)
         return leases
 
     def _ready(
@@ -324,16 +323,22 @@ class TaskQueue:
     ) -> list[BaseException | None]:
         out: list[BaseException | None] = []
         for lease, result, now in items:
-            try:
-                _fenced(conn, lease)
-            except errors.UnderlayError as exc:
-                out.append(exc)
-                continue
-            conn.execute(
+            done = conn.execute(
                 update(tasks)
-                .where(tasks.c.id == lease.task_id)
+                .where(
+                    tasks.c.id == lease.task_id,
+                    tasks.c.fence == lease.fence,
+                    tasks.c.state == "leased",
+                )
                 .values(state="succeeded", result=result, finished_at=now, worker_id=None)
             )
+            if not done.rowcount:  # stale: say why (and write nothing)
+                try:
+                    _fenced(conn, lease)
+                    raise errors.StaleLease(f"task {lease.task_id}: the lease is gone")
+                except errors.UnderlayError as exc:
+                    out.append(exc)
+                continue
             attempts.ended(conn, lease.task_id, lease.fence, "succeeded", now)
             out.append(None)
         return out
