@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from underlay import errors
-from underlay.kernel.kernel import Kernel
-from underlay.orchestration.worker import Worker, dbos_url
+from underlay.orchestration.worker import Worker
 from underlay.sdk.client import AsyncUnderlay
 
-TESTS = str(Path(__file__).resolve().parents[1])
+from .conftest import settle
 
 
 async def test_raise_list_get_resolve_once(ul: AsyncUnderlay) -> None:
@@ -58,40 +54,20 @@ async def test_other_orgs_and_bad_input(ul: AsyncUnderlay) -> None:
     assert [e.id for e in (await ul.escalations.list()).items] == [mine.id]
 
 
-@pytest.fixture
-def tests_importable(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.syspath_prepend(TESTS)
-    monkeypatch.setenv("PYTHONPATH", TESTS + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    assert TESTS in sys.path
-
-
-async def wait_for(ul: AsyncUnderlay, task_id: str, state: str) -> object:
-    for _ in range(500):
-        task = await ul.tasks.get(task_id=task_id)
-        if task.state == state:
-            return task
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"task {task_id} is {task.state}, not {state}")
-
-
 async def test_a_task_waits_for_a_human_then_resumes_with_the_answer(
-    ul: AsyncUnderlay, kernel: Kernel, tmp_path: Path, tests_importable: None
+    ul: AsyncUnderlay, worker: Worker, tmp_path: Path
 ) -> None:
-    settings = kernel.config.orchestration.model_copy(update={"poll_seconds": 0.01})
-    worker = Worker(kernel.tasks(), settings, dbos_url(kernel.config))
-    await worker.start()
-    kernel.workers.append(worker)
     log = tmp_path / "effects.log"
     entry = {"entry": "orchestration.steps_handler:approval", "input": {"log": str(log)}}
     task = await ul.tasks.submit(handler="python", input=entry, max_attempts=1)
-    waiting = await wait_for(ul, task.id, "waiting")
+    waiting = await settle(ul, task.id, "waiting")
     [esc] = (await ul.escalations.list()).items
     assert waiting.waiting_on == f"human:{esc.id}"  # type: ignore[attr-defined]
     assert (esc.kind, esc.task_id, esc.context) == ("approval", task.id, {"build": 42})
     assert esc.summary == "Deploy build 42 to production?"
     assert worker._running == {}  # no worker is held while a human thinks
     await ul.escalations.resolve(escalation_id=esc.id, resolution={"approved": True})
-    done = await wait_for(ul, task.id, "succeeded")
+    done = await settle(ul, task.id, "succeeded")
     assert done.result == {  # type: ignore[attr-defined]
         "approved": True, "_steps": {"executed": 1, "replayed": 1},
     }  # fmt: skip

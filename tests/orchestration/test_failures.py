@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
 
 from underlay import errors
-from underlay.kernel.kernel import Kernel
 from underlay.orchestration.failures import NeedsHuman, classify, describe
-from underlay.orchestration.worker import Worker, dbos_url
+from underlay.orchestration.worker import Worker
 from underlay.sdk.client import AsyncUnderlay
 
-TESTS = str(Path(__file__).resolve().parents[1])
+from .conftest import settle
 
 
 @pytest.mark.parametrize(
@@ -34,25 +32,6 @@ TESTS = str(Path(__file__).resolve().parents[1])
 def test_every_failure_has_one_class(exc: BaseException, kind: str) -> None:
     assert classify(exc) == kind
     assert describe(exc)["class"] == kind
-
-
-@pytest.fixture
-async def worker(kernel: Kernel, monkeypatch: pytest.MonkeyPatch) -> Worker:
-    monkeypatch.syspath_prepend(TESTS)
-    settings = kernel.config.orchestration.model_copy(update={"poll_seconds": 0.01})
-    w = Worker(kernel.tasks(), settings, dbos_url(kernel.config))
-    await w.start()
-    kernel.workers.append(w)  # the kernel stops it on close
-    return w
-
-
-async def settle(ul: AsyncUnderlay, task_id: str, state: str) -> object:
-    for _ in range(400):
-        task = await ul.tasks.get(task_id=task_id)
-        if task.state == state:
-            return task
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"task {task_id} is {task.state}, not {state}")
 
 
 def flaky(tmp_path: Path, error: str) -> dict[str, object]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import pytest
@@ -10,8 +9,10 @@ from sqlalchemy import text
 
 from underlay import errors
 from underlay.kernel.kernel import Kernel
-from underlay.orchestration.worker import Worker, dbos_url
+from underlay.orchestration.worker import Worker
 from underlay.sdk.client import AsyncUnderlay
+
+from .conftest import settle
 
 
 async def test_submit_get_list_cancel(ul: AsyncUnderlay) -> None:
@@ -67,23 +68,14 @@ async def test_capabilities_org_isolation_and_audit(ul: AsyncUnderlay, kernel: K
 
 
 async def test_an_in_process_worker_runs_tasks_and_fails_bad_ones_once(
-    ul: AsyncUnderlay, kernel: Kernel
+    ul: AsyncUnderlay, worker: Worker
 ) -> None:
-    settings = kernel.config.orchestration.model_copy(update={"poll_seconds": 0.01})
-    worker = Worker(kernel.tasks(), settings, dbos_url(kernel.config))
-    await worker.start()
-    kernel.workers.append(worker)  # the kernel stops it on close
     ok = await ul.tasks.submit(handler="sleep", input={"seconds": 0.01})
     bad = await ul.tasks.submit(handler="python", input={"entry": "no_such_module:fn"})
     unknown = await ul.tasks.submit(handler="no-such-handler")
-    for _ in range(500):
-        states = [(await ul.tasks.get(task_id=t.id)).state for t in (ok, bad, unknown)]
-        if "queued" not in states and "leased" not in states:
-            break
-        await asyncio.sleep(0.02)
-    done = await ul.tasks.get(task_id=ok.id)
-    assert done.state == "succeeded" and done.result == {"slept": 0.01}
+    done = await settle(ul, ok.id, "succeeded")
+    assert done.result == {"slept": 0.01}
     for task in (bad, unknown):
-        failed = await ul.tasks.get(task_id=task.id)
-        assert (failed.state, failed.attempts) == ("failed", 1)  # not retryable
+        failed = await settle(ul, task.id, "failed")
+        assert failed.attempts == 1  # not retryable
         assert failed.error and failed.error["code"] == "invalid_input"

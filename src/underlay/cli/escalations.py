@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 import typer
@@ -10,6 +9,7 @@ from rich.console import Console
 
 from underlay import errors
 from underlay.cli import render
+from underlay.cli.parsing import read_data
 from underlay.cli.runtime import IdemOpt, JsonOpt, execute
 from underlay.sdk.client import AsyncUnderlay
 
@@ -58,21 +58,16 @@ def resolve(
         bool | None, typer.Option("--approve/--reject", help="The decision, for approvals.")
     ] = None,
     note: Annotated[str | None, typer.Option(help="A note for the agent or task.")] = None,
-    data: Annotated[str | None, typer.Option(help="More of the answer, a JSON object.")] = None,
+    data: Annotated[
+        str | None, typer.Option(help="More of the answer: a JSON object, @file or @-.")
+    ] = None,
     idempotency_key: IdemOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """Answer an escalation; a task waiting on it resumes with the answer."""
 
     async def action(ul: AsyncUnderlay) -> Any:
-        answer: dict[str, Any] = {}
-        if data:
-            try:
-                answer = json.loads(data)
-            except json.JSONDecodeError as exc:
-                raise errors.InvalidInput(f"--data: not JSON ({exc.msg})", field="data") from None
-            if not isinstance(answer, dict):
-                raise errors.InvalidInput("--data: a JSON object", field="data")
+        answer = read_data(data)
         if approve is not None:
             answer["approved"] = approve
         if note:

@@ -27,8 +27,9 @@ def pairs(items: list[str] | None, field: str) -> dict[str, str]:
     return out
 
 
-def read_data(data: str | None) -> dict[str, Any]:
-    """The ``--data`` argument: inline JSON, ``@path`` or ``@-`` (stdin); an object."""
+def read_data(data: str | None, field: str = "data") -> dict[str, Any]:
+    """A JSON-object option (``--data``, or ``--<field>``): inline JSON, ``@path`` or
+    ``@-`` (stdin)."""
     if data is None:
         return {}
     text = data
@@ -38,14 +39,14 @@ def read_data(data: str | None) -> dict[str, Any]:
             text = sys.stdin.read() if source == "-" else Path(source).read_text()
         except OSError as exc:
             raise errors.InvalidInput(
-                f"cannot read {source}: {exc.strerror}", field="data"
+                f"cannot read {source}: {exc.strerror}", field=field
             ) from None
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise errors.InvalidInput(f"--data is not valid JSON: {exc.msg}", field="data") from None
+        raise errors.InvalidInput(f"--{field} is not valid JSON: {exc.msg}", field=field) from None
     if not isinstance(value, dict):
-        raise errors.InvalidInput("--data must be a JSON object", field="data")
+        raise errors.InvalidInput(f"--{field} must be a JSON object", field=field)
     return value
 
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
-from underlay import errors
 from underlay.cli import render
+from underlay.cli.parsing import read_data
 from underlay.cli.runtime import IdemOpt, JsonOpt, execute
 from underlay.sdk.client import AsyncUnderlay
 
@@ -26,7 +25,9 @@ def _one(task: Any, console: Console) -> None:
 def submit(
     ctx: typer.Context,
     handler: Annotated[str, typer.Argument(help="Task handler (noop, sleep, python, ...).")],
-    input_: Annotated[str, typer.Option("--input", help="The task's input, a JSON object.")] = "{}",
+    input_: Annotated[
+        str, typer.Option("--input", help="The task's input: a JSON object, @file or @-.")
+    ] = "{}",
     queue: Annotated[str, typer.Option(help="Queue.")] = "default",
     priority: Annotated[int, typer.Option(help="Higher runs first.")] = 0,
     max_attempts: Annotated[int, typer.Option(help="Attempts before it fails for good.")] = 3,
@@ -37,10 +38,7 @@ def submit(
     """Queue a durable task for the workers."""
 
     async def action(ul: AsyncUnderlay) -> Any:
-        try:
-            payload = json.loads(input_)
-        except json.JSONDecodeError as exc:
-            raise errors.InvalidInput(f"--input: not JSON ({exc.msg})", field="input") from None
+        payload = read_data(input_, "input")
         return await ul.tasks.submit(
             handler=handler, input=payload, queue=queue, priority=priority,
             max_attempts=max_attempts, dedupe_key=dedupe, idempotency_key=idempotency_key,

@@ -1,0 +1,38 @@
+"""Fixtures of the orchestration tests: an in-process worker, and waiting for a state."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from underlay.kernel.kernel import Kernel
+from underlay.orchestration.worker import Worker, dbos_url
+from underlay.sdk.client import AsyncUnderlay
+
+TESTS = str(Path(__file__).resolve().parents[1])  # tests/: orchestration.steps_handler
+
+
+@pytest.fixture
+async def worker(kernel: Kernel, monkeypatch: pytest.MonkeyPatch) -> Worker:
+    """A worker on the test kernel's database that can import the test handlers."""
+    monkeypatch.syspath_prepend(TESTS)
+    monkeypatch.setenv("PYTHONPATH", TESTS + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    settings = kernel.config.orchestration.model_copy(update={"poll_seconds": 0.01})
+    w = Worker(kernel.tasks(), settings, dbos_url(kernel.config))
+    await w.start()
+    kernel.workers.append(w)  # the kernel stops it on close
+    return w
+
+
+async def settle(ul: AsyncUnderlay, task_id: str, state: str) -> Any:
+    """The task once it is in ``state`` (within ~8 s), else a failure naming where it is."""
+    for _ in range(400):
+        task = await ul.tasks.get(task_id=task_id)
+        if task.state == state:
+            return task
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"task {task_id} is {task.state}, not {state}")
