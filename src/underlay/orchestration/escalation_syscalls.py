@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
-
 from underlay import errors
 from underlay.kernel.context import CallContext
 from underlay.kernel.syscall import SyscallGroup
@@ -23,7 +21,7 @@ from underlay.orchestration.models import (
     RaiseEscalation,
     ResolveEscalation,
 )
-from underlay.storage.rows import in_org
+from underlay.storage.rows import in_org, page
 from underlay.storage.schema import escalations
 from underlay.types import new_id
 
@@ -55,17 +53,11 @@ async def raise_(ctx: CallContext, inp: RaiseEscalation) -> Escalation:
 @group.syscall("escalations.list", capability="escalations.read")
 async def list_(ctx: CallContext, inp: ListEscalations) -> EscalationPage:
     """The organisation's escalations (open by default), oldest first, by cursor."""
-    query = select(escalations).where(escalations.c.org_id == ctx.org_id)
-    if inp.state:
-        query = query.where(escalations.c.state == inp.state)
-    if inp.cursor:
-        query = query.where(escalations.c.id > inp.cursor)
-    query = query.order_by(escalations.c.id).limit(inp.limit + 1)
-    async with ctx.kernel.db.read() as conn:
-        rows = (await conn.execute(query)).all()
-    items = [escalation_model(r) for r in rows[: inp.limit]]
-    more = len(rows) > inp.limit
-    return EscalationPage(items=items, next_cursor=items[-1].id if more else None)
+    where = [escalations.c.state == inp.state] if inp.state else []
+    rows, cursor = await page(
+        ctx.kernel.db, escalations, ctx.org_id, where, limit=inp.limit, cursor=inp.cursor
+    )
+    return EscalationPage(items=[escalation_model(r) for r in rows], next_cursor=cursor)
 
 
 @group.syscall("escalations.get", capability="escalations.read")

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
-
 from underlay import errors
 from underlay.kernel.context import CallContext
 from underlay.kernel.syscall import SyscallGroup
@@ -30,7 +28,7 @@ from underlay.orchestration.models import (
     TaskRef,
 )
 from underlay.orchestration.queue import NewTask
-from underlay.storage.rows import in_org
+from underlay.storage.rows import in_org, page
 from underlay.storage.schema import tasks
 
 group = SyscallGroup("orchestration")
@@ -100,19 +98,14 @@ async def get(ctx: CallContext, inp: TaskRef) -> Task:
 @group.syscall("tasks.list", capability="tasks.read")
 async def list_(ctx: CallContext, inp: ListTasks) -> TaskPage:
     """The organisation's tasks, newest first, by cursor."""
-    query = select(tasks).where(tasks.c.org_id == ctx.org_id)
-    if inp.state:
-        query = query.where(tasks.c.state == inp.state)
+    where = [tasks.c.state == inp.state] if inp.state else []
     if inp.queue:
-        query = query.where(tasks.c.queue == inp.queue)
-    if inp.cursor:
-        query = query.where(tasks.c.id < inp.cursor)
-    query = query.order_by(tasks.c.id.desc()).limit(inp.limit + 1)
-    async with ctx.kernel.db.read() as conn:
-        rows = (await conn.execute(query)).all()
-    more = len(rows) > inp.limit
-    items = [task_model(r) for r in rows[: inp.limit]]
-    return TaskPage(items=items, next_cursor=items[-1].id if more else None)
+        where.append(tasks.c.queue == inp.queue)
+    rows, cursor = await page(
+        ctx.kernel.db, tasks, ctx.org_id, where, limit=inp.limit, cursor=inp.cursor,
+        newest_first=True,
+    )  # fmt: skip
+    return TaskPage(items=[task_model(r) for r in rows], next_cursor=cursor)
 
 
 @group.syscall("tasks.cancel", mutating=True)
