@@ -68,3 +68,18 @@ async def flaky(run: TaskRun, payload: dict[str, Any]) -> dict[str, Any]:
             raise NeedsHuman("the API key for the billing system was rotated")
         raise {"budget": errors.BudgetExceeded, "transient": errors.Unavailable}[kind]("boom")
     return {"attempt": run.attempt}
+
+
+def _undo(line: str) -> str:
+    return _effect(line.split("|")[0], "undo " + line.split("|")[1])
+
+
+async def saga(run: TaskRun, payload: dict[str, Any]) -> dict[str, Any]:
+    """Steps a and b with compensations, then a step that fails with ``payload["error"]``."""
+    from underlay import errors
+
+    log = payload["log"]
+    for name in ("a", "b"):
+        await run.step(name, _effect, log, f"{log}|{name}", compensate=_undo)
+    error = {"permanent": errors.InvalidInput, "transient": errors.Unavailable}[payload["error"]]
+    raise error("the third step cannot be done")

@@ -83,3 +83,18 @@ async def test_a_human_can_give_up_on_a_waiting_task(
     failed = await settle(ul, task.id, "failed")
     assert failed.error["message"].endswith("was rotated")  # type: ignore[attr-defined]
     assert failed.attempts == 1  # type: ignore[attr-defined]  (no further attempt ran)
+
+
+@pytest.mark.parametrize(("error", "max_attempts"), [("permanent", 3), ("transient", 2)])
+async def test_a_final_failure_compensates_the_steps_done_last_first(
+    ul: AsyncUnderlay, worker: Worker, tmp_path: Path, error: str, max_attempts: int
+) -> None:
+    log = str(tmp_path / "saga.log")
+    entry = {"entry": "orchestration.steps_handler:saga", "input": {"log": log, "error": error}}
+    task = await ul.tasks.submit(handler="python", input=entry, max_attempts=max_attempts)
+    failed = await settle(ul, task.id, "failed")
+    assert failed.error["compensated"] == ["b", "a"]
+    assert failed.attempts == (1 if error == "permanent" else 2)
+    lines = Path(log).read_text().split("\n")[:-1]
+    # each effect once (a retry replays a and b), then the undos, last first, once each
+    assert [ln.split("|")[-1] for ln in lines] == ["a", "b", "undo b", "undo a"]

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from underlay import errors
-from underlay.orchestration import escalations
+from underlay.orchestration import escalations, failures
 from underlay.orchestration.queue import Lease
 from underlay.storage.engine import Database
 
@@ -76,13 +76,25 @@ class TaskRun:
     durable: bool = True
     _recorded: dict[str, Any] = field(default_factory=dict)
     _seen: dict[str, int] = field(default_factory=dict)
+    _undo: list[tuple[str, Callable[[Any], Any], Any]] = field(default_factory=list)
 
     def key(self, name: str) -> str:
         """A stable idempotency key for step ``name``'s outside effect, equal in every attempt."""
         return f"{self.task_id}:{name}"
 
-    async def step(self, name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Run ``fn`` once for this task, durably: its result is checkpointed and replayed."""
+    async def step(
+        self,
+        name: str,
+        fn: Callable[..., Any],
+        *args: Any,
+        compensate: Callable[[Any], Any] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Run ``fn`` once for this task, durably: its result is checkpointed and replayed.
+
+        ``compensate(result)`` undoes the step's effect: if the task then fails for good
+        (a permanent error, or a transient one on its last attempt), the compensations of
+        the steps done run in reverse order, each itself a durable step."""
         from dbos import DBOS
 
         if not self.durable:
@@ -92,9 +104,22 @@ class TaskRun:
         label = name if n == 1 else f"{name}#{n}"
         if label in self._recorded:
             self.replayed += 1
-            return await DBOS.run_step_async({"name": label}, _recorded, self._recorded[label])
-        self.executed += 1
-        return await DBOS.run_step_async({"name": label}, fn, *args, **kwargs)
+            result = await DBOS.run_step_async({"name": label}, _recorded, self._recorded[label])
+        else:
+            self.executed += 1
+            result = await DBOS.run_step_async({"name": label}, fn, *args, **kwargs)
+        if compensate is not None:
+            self._undo.append((label, compensate, result))
+        return result
+
+    async def compensate(self) -> list[str]:
+        """Undo the steps done, last first (each undo replayed if an earlier lease ran it)."""
+        undone = []
+        while self._undo:
+            label, undo, result = self._undo.pop()
+            await self.step(f"undo:{label}", undo, result)
+            undone.append(label)
+        return undone
 
     async def ask_human(
         self,
@@ -147,14 +172,28 @@ _db: Database | None = None  # the worker's database, for ask_human
 
 
 async def _attempt(
-    task_id: str, attempt: int, fence: int, name: str, payload: dict[str, Any], org_id: str = ""
+    task_id: str,
+    attempt: int,
+    fence: int,
+    name: str,
+    payload: dict[str, Any],
+    org_id: str = "",
+    max_attempts: int = 1,
 ) -> dict[str, Any]:
     fn = HANDLERS.get(name)
     if fn is None:
         raise errors.InvalidInput(f"no task handler {name!r} in this worker", field="handler")
     earlier = await _earlier_steps(task_id, fence)
     run = TaskRun(task_id, attempt, fence, org_id, _db, _recorded=earlier)
-    result = await fn(run, payload)
+    try:
+        result = await fn(run, payload)
+    except WaitingOnHuman:
+        raise
+    except Exception as exc:
+        kind = failures.classify(exc)
+        if run._undo and (kind == "permanent" or (kind == "transient" and attempt >= max_attempts)):
+            exc.compensated = await run.compensate()  # type: ignore[attr-defined]
+        raise
     return {**result, "_steps": {"executed": run.executed, "replayed": run.replayed}}
 
 
@@ -181,8 +220,9 @@ async def run_attempt(lease: Lease) -> dict[str, Any]:
     workflow = _registered()
     with SetWorkflowID(workflow_id(lease.task_id, lease.fence)):
         return await workflow(
-            lease.task_id, lease.attempt, lease.fence, lease.handler, lease.input, lease.org_id
-        )
+            lease.task_id, lease.attempt, lease.fence, lease.handler, lease.input,
+            lease.org_id, lease.max_attempts,
+        )  # fmt: skip
 
 
 def launch(system_url: str, executor_id: str, db: Database | None = None) -> None:

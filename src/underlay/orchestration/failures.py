@@ -11,13 +11,17 @@ Every failure of an attempt falls in one class, the same way everywhere:
   by a handler: the task waits on an escalation in the inbox (with the error as context).
 * ``budget`` — ``budget_exceeded``: the same wait, so that a human can top the budget up.
 
+A final failure (permanent, or transient on the last attempt) first runs the
+compensations of the steps done (``run.step(..., compensate=undo)``), last first; the
+task's error lists them under ``compensated``.
+
 A human resolves such an escalation with ``{"retry": true}`` (the task runs again; the
 wait is not an attempt) or ``{"retry": false}`` (the task is ``failed``).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from underlay import errors
 
@@ -40,9 +44,15 @@ def classify(exc: BaseException) -> FailureClass:
     return "transient"  # a handler's own exception: another attempt may well succeed
 
 
-def describe(exc: BaseException) -> dict[str, str]:
-    """The error as a task or an escalation records it (code and message; no traceback)."""
+def describe(exc: BaseException) -> dict[str, Any]:
+    """The error as a task or an escalation records it (code and message; no traceback),
+    with the steps compensated, if the failure was final and some were."""
     if isinstance(exc, errors.UnderlayError):
-        return {"code": exc.code, "message": exc.message, "class": classify(exc)}
-    code = "needs_human" if isinstance(exc, NeedsHuman) else "handler_error"
-    return {"code": code, "message": f"{type(exc).__name__}: {exc}", "class": classify(exc)}
+        out: dict[str, Any] = {"code": exc.code, "message": exc.message}
+    else:
+        code = "needs_human" if isinstance(exc, NeedsHuman) else "handler_error"
+        out = {"code": code, "message": f"{type(exc).__name__}: {exc}"}
+    out["class"] = classify(exc)
+    if getattr(exc, "compensated", None):
+        out["compensated"] = list(exc.compensated)  # type: ignore[attr-defined]
+    return out

@@ -52,6 +52,7 @@ class Lease:
     input: dict[str, Any]
     attempt: int
     fence: int
+    max_attempts: int = 1
 
 
 @dataclass(frozen=True)
@@ -248,7 +249,7 @@ class TaskQueue:
         got = {r.id: r for r in leased}
         leases = [
             Lease(row.id, row.org_id, row.queue, row.handler, row.input,
-                  got[row.id].attempts, got[row.id].fence)
+                  got[row.id].attempts, got[row.id].fence, row.max_attempts)
             for row in picked
             if row.id in got
         ]  # fmt: skip
@@ -271,6 +272,7 @@ class TaskQueue:
                     tasks.c.input,
                     tasks.c.attempts,
                     tasks.c.fence,
+                    tasks.c.max_attempts,
                 )
                 .where(
                     tasks.c.state == "queued",
