@@ -79,6 +79,18 @@ def test_up_serves_rest_and_mcp_and_stops_cleanly_on_sigterm(cli: Cli) -> None:
             time.sleep(0.05)
         assert done["state"] == "succeeded" and done["result"] == {"slept": 0.01}
         assert [t["id"] for t in cli.json("tasks", "ls", env=remote)["items"]] == [task["id"]]
+        # the worker child is restarted when it dies
+        children = subprocess.run(
+            ["pgrep", "-P", str(proc.pid), "-f", "worker"], capture_output=True, text=True
+        ).stdout.split()
+        assert len(children) == 1
+        os.kill(int(children[0]), signal.SIGKILL)
+        again = cli.json("tasks", "submit", "noop", env=remote)
+        for _ in range(400):
+            if cli.json("tasks", "get", again["id"], env=remote)["state"] == "succeeded":
+                break
+            time.sleep(0.05)
+        assert cli.json("tasks", "get", again["id"], env=remote)["state"] == "succeeded"
         bad = cli("agents", "create", "no/slashes", env=remote)
         assert bad.exit_code == 2 and "(field: name)" in bad.stderr
         assert cli.ok("audit", "verify", env=remote).stdout.startswith("audit chain intact")

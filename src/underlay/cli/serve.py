@@ -24,6 +24,7 @@ from underlay import errors
 from underlay.cli.runtime import JsonOpt, emit_json, err, guard, out, state, wants_json
 from underlay.config import Config
 from underlay.kernel.kernel import Kernel
+from underlay.orchestration.child import WorkerChild
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -82,34 +83,15 @@ async def _up(config: Config, serve: Callable[..., Awaitable[Any]], as_json: boo
             if compute is not None:
                 compute.pool.start()  # warm up once listening: a failed bind starts nothing
             if config.orchestration.worker:
-                started.append(asyncio.ensure_future(_start_worker(config)))
+                child.start()
 
-        started: list[asyncio.Future[asyncio.subprocess.Process]] = []
-
+        child = WorkerChild(config.home)
         try:
             await serve(kernel, config.host, config.port, ready=ready)
         finally:
-            for future in started:
-                await _stop_worker(await future)
+            await child.stop()
     finally:
         await kernel.close()
-
-
-async def _start_worker(config: Config) -> asyncio.subprocess.Process:
-    """The task worker, as a child process: its own core, and a handler's crash is its own."""
-    argv = [sys.executable, "-m", "underlay.cli.main", "--home", str(config.home), "worker"]
-    return await asyncio.create_subprocess_exec(*argv)
-
-
-async def _stop_worker(proc: asyncio.subprocess.Process) -> None:
-    """SIGTERM (a clean stop: leases handed back), then SIGKILL after 15 s."""
-    if proc.returncode is None:
-        proc.terminate()
-        try:
-            await asyncio.wait_for(proc.wait(), 15)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
 
 
 def _run_until_signal(main: Awaitable[None]) -> None:
