@@ -21,7 +21,9 @@ async def worker(kernel: Kernel, monkeypatch: pytest.MonkeyPatch) -> Worker:
     """A worker on the test kernel's database that can import the test handlers."""
     monkeypatch.syspath_prepend(TESTS)
     monkeypatch.setenv("PYTHONPATH", TESTS + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    settings = kernel.config.orchestration.model_copy(update={"poll_seconds": 0.01})
+    settings = kernel.config.orchestration.model_copy(
+        update={"poll_seconds": 0.01, "heartbeat_seconds": 0.2}
+    )
     w = Worker(kernel.tasks(), settings, dbos_url(kernel.config))
     await w.start()
     kernel.workers.append(w)  # the kernel stops it on close

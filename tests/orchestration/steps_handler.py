@@ -83,3 +83,23 @@ async def saga(run: TaskRun, payload: dict[str, Any]) -> dict[str, Any]:
         await run.step(name, _effect, log, f"{log}|{name}", compensate=_undo)
     error = {"permanent": errors.InvalidInput, "transient": errors.Unavailable}[payload["error"]]
     raise error("the third step cannot be done")
+
+
+async def agent_forever(run: TaskRun, payload: dict[str, Any]) -> dict[str, Any]:
+    """A fleet agent that keeps running (until its run is cancelled)."""
+    import asyncio
+
+    with open(payload["log"], "a") as fh:
+        fh.write(f"start {payload['agent']}.{payload['replica']} {payload['agent_id']}\n")
+    await asyncio.sleep(3600)
+    return {}
+
+
+async def agent_done(run: TaskRun, payload: dict[str, Any]) -> dict[str, Any]:
+    """A fleet agent that finishes its work and exits normally."""
+    return {"replica": payload["replica"]}
+
+
+async def agent_crash(run: TaskRun, payload: dict[str, Any]) -> dict[str, Any]:
+    """A fleet agent that crashes at once, every time."""
+    raise RuntimeError(f"replica {payload['replica']} crashed")

@@ -102,8 +102,8 @@ async def test_a_stale_fencing_token_is_rejected_and_changes_nothing(
 async def test_heartbeats_keep_leases_and_silence_loses_them(queue: TaskQueue) -> None:
     await queue.submit(task(), T0)
     w = await queue.register_worker("h", 1, ["q"], T0)
-    await queue.claim(w, ["q"], 1, T0)
-    assert await queue.heartbeat(w, T0 + 8) == 1  # alive, holding one lease
+    [lease] = await queue.claim(w, ["q"], 1, T0)
+    assert await queue.heartbeat(w, T0 + 8, {lease.task_id: lease.fence}) == []  # all mine
     assert await queue.reap(T0 + 12, dead_after=5) == ([], 0)
     assert await queue.reap(T0 + 19, dead_after=5, reaper=w) == ([], 0)  # never itself
     assert await queue.reap(T0 + 19, dead_after=5) == ([w], 1)
@@ -172,3 +172,13 @@ async def test_every_lease_is_a_row_of_history_and_costs_join_outcomes(
         "worker_seconds": 17.0, "seconds_per_success": 17.0, "attempts_per_success": 4.0,
         "retry_tax": round(16 / 17, 4),
     }  # fmt: skip
+
+
+async def test_heartbeats_name_the_attempts_a_worker_must_stop(queue: TaskQueue) -> None:
+    kept, _ = await queue.submit(task(), T0)
+    gone, _ = await queue.submit(task(), T0)
+    w = await queue.register_worker("h", 1, ["q"], T0)
+    fences = {lease.task_id: lease.fence for lease in await queue.claim(w, ["q"], 2, T0)}
+    await queue.cancel("org_a", gone, T0 + 1)
+    assert await queue.heartbeat(w, T0 + 2, fences) == [gone]
+    assert await queue.heartbeat(w, T0 + 3, {kept: fences[kept] - 1}) == [kept]  # old token

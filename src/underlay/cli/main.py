@@ -20,6 +20,7 @@ from underlay.cli import (
     budget,
     calls,
     escalations,
+    fleets,
     memory,
     sandbox,
     serve,
@@ -74,6 +75,7 @@ app.add_typer(sandbox.app, name="sandbox")
 app.add_typer(memory.app, name="memory")
 app.add_typer(tasks.app, name="tasks")
 app.command("costs")(tasks.costs)
+fleets.register(app)
 app.add_typer(escalations.app, name="escalations")
 calls.register(app)
 serve.register(app)

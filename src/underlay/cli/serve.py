@@ -25,6 +25,7 @@ from underlay.cli.runtime import JsonOpt, emit_json, err, guard, out, state, wan
 from underlay.config import Config
 from underlay.kernel.kernel import Kernel
 from underlay.orchestration.child import WorkerChild
+from underlay.orchestration.reconciler import FleetReconciler
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -86,9 +87,12 @@ async def _up(config: Config, serve: Callable[..., Awaitable[Any]], as_json: boo
                 child.start()
 
         child = WorkerChild(config.home)
+        fleets = asyncio.create_task(FleetReconciler(kernel).forever(), name="fleet-reconciler")
         try:
             await serve(kernel, config.host, config.port, ready=ready)
         finally:
+            fleets.cancel()
+            await asyncio.gather(fleets, return_exceptions=True)
             await child.stop()
     finally:
         await kernel.close()

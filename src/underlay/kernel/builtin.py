@@ -10,10 +10,21 @@ from underlay.kernel.syscall import SyscallTable
 from underlay.kernel.syscalls import group as kernel
 from underlay.memory.syscalls import group as memory
 from underlay.orchestration.escalation_syscalls import group as escalations
+from underlay.orchestration.fleet_syscalls import group as fleets
 from underlay.orchestration.syscalls import group as orchestration
 
 
 def builtin_table() -> SyscallTable:
     return SyscallTable(
-        [kernel, identity, billing, compute, compute_templates, memory, orchestration, escalations]
+        [
+            kernel,
+            identity,
+            billing,
+            compute,
+            compute_templates,
+            memory,
+            orchestration,
+            escalations,
+            fleets,
+        ]
     )

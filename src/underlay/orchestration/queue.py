@@ -285,11 +285,15 @@ class TaskQueue:
             )
         )
 
-    async def heartbeat(self, worker_id: str, now: float) -> int:
-        """Prove the worker alive (its leases live as long as it does); return how many it
-        holds. It touches only the worker's row: no task row locks to contend on."""
+    async def heartbeat(
+        self, worker_id: str, now: float, running: dict[str, int] | None = None
+    ) -> list[str]:
+        """Prove the worker alive (its leases live as long as it does). ``running``: the
+        tasks it runs, with their fencing tokens; returns those no longer its own
+        (cancelled, or adopted after it stalled), whose attempts it must stop. It writes
+        only the worker's row: no task row locks to contend on."""
 
-        def work(conn: Connection) -> int:
+        def work(conn: Connection) -> list[str]:
             alive = conn.execute(
                 update(workers)
                 .where(workers.c.id == worker_id, workers.c.state == "alive")
@@ -297,10 +301,17 @@ class TaskQueue:
             )
             if not alive.rowcount:
                 raise errors.StaleLease(f"worker {worker_id} was declared dead or stopped")
-            held = select(func.count()).where(
-                tasks.c.worker_id == worker_id, tasks.c.state == "leased"
+            if not running:
+                return []
+            held = conn.execute(
+                select(tasks.c.id, tasks.c.fence).where(
+                    tasks.c.id.in_(list(running)),
+                    tasks.c.state == "leased",
+                    tasks.c.worker_id == worker_id,
+                )
             )
-            return int(conn.execute(held).scalar_one())
+            mine = {r.id for r in held if r.fence == running[r.id]}
+            return sorted(set(running) - mine)
 
         return await self.db.run_write(work)
 

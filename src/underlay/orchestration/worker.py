@@ -7,8 +7,9 @@ once on its event loop. Three loops:
   report with the lease's fencing token (``complete`` / ``fail``); a report the queue
   rejects as stale is dropped — another worker owns the task now.
 * **heartbeat**: every ``heartbeat_seconds``, prove this worker (and so its leases)
-  alive. If the queue answers that this worker was declared dead (it stalled), it
-  cancels its running attempts — their tasks belong to others now — and registers again.
+  alive; attempts whose task is no longer its own (cancelled) are stopped. If the queue
+  answers that this worker was declared dead (it stalled), it cancels its running
+  attempts — their tasks belong to others now — and registers again.
 * **reap** (every worker does it; it is idempotent): workers silent for
   ``dead_after_seconds`` are declared dead and their leases go back to the queue, where a
   live worker adopts them — the recovery time is about ``dead_after_seconds`` plus a poll.
@@ -64,7 +65,7 @@ class Worker:
         self.now = now
         self.id = ""
         self.completed = 0
-        self._running: dict[str, asyncio.Task[None]] = {}
+        self._running: dict[str, tuple[int, asyncio.Task[None]]] = {}  # id -> (fence, run)
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
@@ -86,13 +87,14 @@ class Worker:
     async def stop(self, deadline_seconds: float = 10.0) -> None:
         self._stopping.set()
         self._wake.set()
-        if self._running:
-            _, late = await asyncio.wait(list(self._running.values()), timeout=deadline_seconds)
+        runs = [run for _, run in self._running.values()]
+        if runs:
+            _, late = await asyncio.wait(runs, timeout=deadline_seconds)
             for task in late:
                 task.cancel()
         for loop in self._loops:
             loop.cancel()
-        await asyncio.gather(*self._loops, *self._running.values(), return_exceptions=True)
+        await asyncio.gather(*self._loops, *runs, return_exceptions=True)
         if self.id:
             await self.queue.stop_worker(self.id, self.now())
         durable.shutdown()
@@ -115,7 +117,7 @@ class Worker:
                     log.warning("claim failed; retrying", exc_info=True)
                     await asyncio.sleep(s.poll_seconds)
             for lease in leases:
-                self._running[lease.task_id] = asyncio.create_task(self._run(lease))
+                self._running[lease.task_id] = (lease.fence, asyncio.create_task(self._run(lease)))
             if not leases:
                 self._wake.clear()
                 try:
@@ -152,7 +154,11 @@ class Worker:
         while True:
             await asyncio.sleep(self.settings.heartbeat_seconds)
             try:
-                await self.queue.heartbeat(self.id, self.now())
+                fences = {t: fence for t, (fence, _) in self._running.items()}
+                for task_id in await self.queue.heartbeat(self.id, self.now(), fences):
+                    if (entry := self._running.get(task_id)) is not None:
+                        log.warning("task %s is no longer ours (cancelled?): stopping it", task_id)
+                        entry[1].cancel()
             except errors.StaleLease:
                 await self._rejoin()
             except Exception:  # never let one failed beat end the heartbeats
@@ -167,8 +173,8 @@ class Worker:
         self._rejoining = True
         try:
             log.error("worker %s was declared dead: cancelling its attempts", self.id)
-            for task in list(self._running.values()):
-                task.cancel()
+            for _, run in list(self._running.values()):
+                run.cancel()
             s = self.settings
             self.id = await self.queue.register_worker(
                 socket.gethostname(), os.getpid(), s.queues, self.now()

@@ -55,6 +55,7 @@ MIGRATIONS: list[Migration] = [
         _create("tasks", "task_attempts", "task_queues", "workers"),
     ),
     Migration(4, "orchestration: the escalation inbox", _create("escalations")),
+    Migration(5, "orchestration: fleets", _create("fleets", "fleet_members")),
 ]
 
 _PG_LOCK_KEY = 0x756E646C  # "undl"

@@ -297,3 +297,30 @@ escalations = Table(
     UniqueConstraint("org_id", "dedupe_key"),
     Index("ix_escalations_org_state", "org_id", "state", "created_at"),
 )
+
+fleets = Table(
+    "fleets",
+    metadata,
+    Column("org_id", ID, primary_key=True),
+    Column("name", String(64), primary_key=True),
+    Column("spec", JSON, nullable=False),
+    Column("generation", Integer, nullable=False),
+    Column("applied_by", ID, nullable=False),
+    Column("escalation_id", ID),  # set once the root supervisor gave up
+    Column("deleted", Boolean, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+fleet_members = Table(
+    "fleet_members",
+    metadata,
+    Column("org_id", ID, primary_key=True),
+    Column("fleet", String(64), primary_key=True),
+    Column("agent", String(64), primary_key=True),
+    Column("replica", Integer, primary_key=True),
+    Column("agent_id", ID),
+    Column("task_id", ID),
+    Column("state", String(16), nullable=False),  # the lifecycle's states
+    Column("restarts", Integer, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)

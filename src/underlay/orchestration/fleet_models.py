@@ -1,0 +1,87 @@
+"""The declarative fleet: what ``underlay apply -f fleet.yaml`` sends, and what comes back."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from underlay.orchestration.models import QUEUE_NAME
+from underlay.types import MoneyField, StrictModel
+
+NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+
+
+class Program(StrictModel):
+    """What an agent runs. Today: a Python entry point run as a durable task by the workers
+    (``await fn(run, input)``); sandboxed commands and the built-in LLM loop come next."""
+
+    python: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$", description="module:function")
+    input: dict[str, Any] = Field(default_factory=dict)
+
+
+class AgentSpec(StrictModel):
+    name: str = Field(pattern=NAME)
+    program: Program
+    replicas: int = Field(default=1, ge=0, le=200)
+    restart: Literal["permanent", "transient", "temporary"] = "permanent"
+    capabilities: list[str] = Field(default_factory=list, max_length=50)
+    budget: MoneyField | None = None
+    queue: str = Field(default="default", pattern=QUEUE_NAME)
+
+
+class SupervisionSpec(StrictModel):
+    strategy: Literal["one_for_one", "one_for_all", "rest_for_one"] = "one_for_one"
+    intensity: int = Field(default=3, ge=0, le=1000)
+    period: float = Field(default=60.0, gt=0, le=86400)
+
+
+class FleetSpec(StrictModel):
+    name: str = Field(pattern=NAME)
+    agents: list[AgentSpec] = Field(min_length=1, max_length=50)
+    supervision: SupervisionSpec = Field(default_factory=SupervisionSpec)
+
+    @model_validator(mode="after")
+    def _unique_agents(self) -> FleetSpec:
+        names = [a.name for a in self.agents]
+        if len(set(names)) != len(names):
+            raise ValueError("agents: names must be unique in a fleet")
+        return self
+
+
+class ApplyFleet(StrictModel):
+    spec: FleetSpec
+    dry_run: bool = Field(default=False, description="only show what would change")
+
+
+class Applied(StrictModel):
+    name: str
+    generation: int
+    changes: list[str] = Field(description="'+ added', '- removed', '~ changed' lines")
+    applied: bool
+
+
+class FleetRef(StrictModel):
+    name: str = Field(pattern=NAME)
+
+
+class Member(StrictModel):
+    agent: str
+    replica: int
+    agent_id: str | None
+    task_id: str | None
+    state: str
+    restarts: int
+
+
+class Fleet(StrictModel):
+    name: str
+    generation: int
+    spec: FleetSpec
+    members: list[Member]
+    escalation_id: str | None = None
+    deleted: bool = False
+
+
+class FleetList(StrictModel):
+    items: list[Fleet]

@@ -1,0 +1,70 @@
+"""The ``fleets.*`` syscalls: declarative fleets of agents, reconciled and supervised."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from underlay import errors
+from underlay.kernel.context import CallContext
+from underlay.kernel.syscall import SyscallGroup
+from underlay.orchestration import fleets
+from underlay.orchestration.fleet_models import (
+    Applied,
+    ApplyFleet,
+    Fleet,
+    FleetList,
+    FleetRef,
+    FleetSpec,
+    Member,
+)
+from underlay.types import Empty
+
+group = SyscallGroup("fleets")
+
+
+async def fleet_model(ctx: CallContext, row: Any) -> Fleet:
+    members = await fleets.members(ctx.kernel.db, ctx.org_id, row.name)
+    return Fleet(
+        name=row.name, generation=row.generation, spec=FleetSpec.model_validate(row.spec),
+        members=[
+            Member(agent=m.agent, replica=m.replica, agent_id=m.agent_id, task_id=m.task_id,
+                   state=m.state, restarts=m.restarts)
+            for m in members
+        ],
+        escalation_id=row.escalation_id, deleted=row.deleted,
+    )  # fmt: skip
+
+
+@group.syscall("fleets.apply", mutating=True)
+async def apply(ctx: CallContext, inp: ApplyFleet) -> Applied:
+    """Declare a fleet's desired state; returns the changes (a dry run only shows them)."""
+    generation, changes = await fleets.apply(
+        ctx.kernel.db, ctx.org_id, inp.spec, ctx.principal.id, ctx.now(), dry_run=inp.dry_run
+    )
+    applied = bool(changes) and not inp.dry_run
+    ctx.audit.update(fleet=inp.spec.name, generation=generation, changes=len(changes))
+    return Applied(name=inp.spec.name, generation=generation, changes=changes, applied=applied)
+
+
+@group.syscall("fleets.get", capability="fleets.read")
+async def get(ctx: CallContext, inp: FleetRef) -> Fleet:
+    """A fleet's spec and its members: identity, current run, lifecycle state, restarts."""
+    found = await fleets.read(ctx.kernel.db, ctx.org_id, inp.name)
+    if not found:
+        raise errors.NotFound(f"no fleet {inp.name}", field="name")
+    return await fleet_model(ctx, found[0])
+
+
+@group.syscall("fleets.list", capability="fleets.read")
+async def list_(ctx: CallContext, inp: Empty) -> FleetList:
+    """The organisation's fleets (deleted ones until their members have stopped)."""
+    rows = await fleets.read(ctx.kernel.db, ctx.org_id)
+    return FleetList(items=[await fleet_model(ctx, r) for r in rows])
+
+
+@group.syscall("fleets.delete", mutating=True)
+async def delete(ctx: CallContext, inp: FleetRef) -> Applied:
+    """Stop a fleet: its members' runs are cancelled and they are terminated."""
+    changes = await fleets.delete(ctx.kernel.db, ctx.org_id, inp.name, ctx.now())
+    ctx.audit.update(fleet=inp.name)
+    return Applied(name=inp.name, generation=0, changes=changes, applied=True)

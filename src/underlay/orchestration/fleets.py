@@ -1,0 +1,111 @@
+"""Fleets as desired state: apply (with the diff), read, delete; members as actual state.
+
+``apply`` is one transaction: it compares the new spec with the stored one, returns the
+changes, and (unless a dry run) stores the spec with the next generation. The reconciler
+(reconciler.py) reads specs and drives members towards them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, select, update
+
+from underlay import errors
+from underlay.orchestration.fleet_models import FleetSpec
+from underlay.storage.engine import Database
+from underlay.storage.schema import fleet_members, fleets
+
+
+def diff(old: FleetSpec | None, new: FleetSpec | None) -> list[str]:
+    """What changes from ``old`` to ``new``, one line per agent (and supervision)."""
+    before = {a.name: a for a in old.agents} if old else {}
+    after = {a.name: a for a in new.agents} if new else {}
+    out = []
+    for name in sorted(before.keys() | after.keys()):
+        a, b = before.get(name), after.get(name)
+        if a is None and b is not None:
+            out.append(f"+ agent {name}: {b.replicas} x {b.program.python} ({b.restart})")
+        elif b is None and a is not None:
+            out.append(f"- agent {name}: {a.replicas} replicas stop")
+        elif a is not None and b is not None and a != b:
+            fields = [
+                f"{f} {getattr(a, f)!s} -> {getattr(b, f)!s}"
+                for f in ("replicas", "restart", "program", "capabilities", "budget", "queue")
+                if getattr(a, f) != getattr(b, f)
+            ]
+            out.append(f"~ agent {name}: " + ", ".join(fields))
+    if old and new and old.supervision != new.supervision:
+        out.append(f"~ supervision: {old.supervision} -> {new.supervision}")
+    return out
+
+
+async def apply(
+    db: Database, org_id: str, spec: FleetSpec, by: str, now: float, *, dry_run: bool
+) -> tuple[int, list[str]]:
+    def work(conn: Connection) -> tuple[int, list[str]]:
+        row = _row(conn, org_id, spec.name)
+        old = FleetSpec.model_validate(row.spec) if row is not None and not row.deleted else None
+        changes = diff(old, spec)
+        generation = (row.generation if row is not None else 0) + (1 if changes else 0)
+        if dry_run or not changes:
+            return generation, changes
+        values = {
+            "spec": spec.model_dump(mode="json"),
+            "generation": generation,
+            "applied_by": by,
+            "deleted": False,
+            "updated_at": now,
+            "escalation_id": None,
+        }
+        if row is None:
+            conn.execute(fleets.insert().values(org_id=org_id, name=spec.name, **values))
+        else:
+            conn.execute(update(fleets).where(*_key(org_id, spec.name)).values(**values))
+        return generation, changes
+
+    return await db.run_write(work)
+
+
+async def delete(db: Database, org_id: str, name: str, now: float) -> list[str]:
+    def work(conn: Connection) -> list[str]:
+        row = _row(conn, org_id, name)
+        if row is None or row.deleted:
+            raise errors.NotFound(f"no fleet {name}", field="name")
+        conn.execute(
+            update(fleets)
+            .where(*_key(org_id, name))
+            .values(deleted=True, generation=row.generation + 1, updated_at=now)
+        )
+        return diff(FleetSpec.model_validate(row.spec), None)
+
+    return await db.run_write(work)
+
+
+def _key(org_id: str, name: str) -> tuple[Any, Any]:
+    return fleets.c.org_id == org_id, fleets.c.name == name
+
+
+def _row(conn: Connection, org_id: str, name: str) -> Any:
+    return conn.execute(select(fleets).where(*_key(org_id, name))).first()
+
+
+async def read(db: Database, org_id: str | None = None, name: str | None = None) -> list[Any]:
+    """Fleets (every organisation's when ``org_id`` is None: the reconciler's view)."""
+    query = select(fleets)
+    if org_id is not None:
+        query = query.where(fleets.c.org_id == org_id)
+    if name is not None:
+        query = query.where(fleets.c.name == name)
+    async with db.read() as conn:
+        return list((await conn.execute(query.order_by(fleets.c.org_id, fleets.c.name))).all())
+
+
+async def members(db: Database, org_id: str, name: str) -> list[Any]:
+    query = (
+        select(fleet_members)
+        .where(fleet_members.c.org_id == org_id, fleet_members.c.fleet == name)
+        .order_by(fleet_members.c.agent, fleet_members.c.replica)
+    )
+    async with db.read() as conn:
+        return list((await conn.execute(query)).all())

@@ -1,0 +1,217 @@
+"""The fleet reconciler: drives each fleet's members towards its spec, under supervision.
+
+Each round (``reconcile_once``), for every fleet:
+
+* a desired member (agent x replica) without a row gets an identity — ``agents.create``
+  through the kernel, as the system, idempotent per member, with the agent's
+  capabilities and budget — and a run: a durable task of its program (max one attempt:
+  the supervisor decides restarts), submitted as that agent;
+* a member's run is observed through its task: ``leased`` is running, ``waiting`` is
+  waiting (on a human), ``succeeded`` is a normal exit, ``failed`` / ``cancelled`` an
+  abnormal one. An exit goes to the fleet's supervision tree (supervision.py): restarts
+  become new runs, stops end runs, and when the root gives up the fleet escalates to the
+  inbox exactly once (keyed by fleet and generation) and its members are terminated;
+* members no longer desired (fewer replicas, an agent removed, the fleet deleted) have
+  their run cancelled and are ``terminated``.
+
+The member's state follows the lifecycle (lifecycle.py); a restart is a new run, from
+``pending``. Restart history lives in this process (one tree per fleet generation): a
+new reconciler starts counting afresh, which errs towards restarting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from sqlalchemy import select, update
+
+from underlay import errors
+from underlay.kernel.context import Principal
+from underlay.orchestration import escalations, fleets
+from underlay.orchestration.fleet_models import AgentSpec, FleetSpec
+from underlay.orchestration.lifecycle import FINAL, transition
+from underlay.orchestration.queue import TERMINAL, NewTask
+from underlay.orchestration.supervision import Child, SupervisionTree, SupervisorSpec
+from underlay.storage.schema import fleet_members, tasks
+from underlay.storage.schema import fleets as fleets_table
+
+log = logging.getLogger("underlay.fleets")
+RUNNING_STATES = {"queued": "starting", "leased": "running", "waiting": "waiting"}
+
+
+class FleetReconciler:
+    def __init__(self, kernel: Any) -> None:
+        self.kernel = kernel
+        self._trees: dict[tuple[str, str, int], SupervisionTree] = {}
+
+    async def forever(self, every: float = 1.0) -> None:
+        while True:
+            try:
+                await self.reconcile_once()
+            except Exception:  # one bad round must not end reconciliation
+                log.exception("fleet reconciliation failed; next round in %s s", every)
+            await asyncio.sleep(every)
+
+    async def reconcile_once(self) -> None:
+        for row in await fleets.read(self.kernel.db):
+            await self._fleet(row)
+
+    async def _fleet(self, row: Any) -> None:
+        spec = FleetSpec.model_validate(row.spec)
+        current = {
+            (m.agent, m.replica): m
+            for m in await fleets.members(self.kernel.db, row.org_id, row.name)
+        }
+        live = not row.deleted and row.escalation_id is None
+        desired = {(a.name, i): a for a in spec.agents for i in range(a.replicas)} if live else {}
+        for key, member in current.items():
+            if key not in desired and member.state not in FINAL:
+                await self._end(row, member, "terminated")
+        if not desired:
+            return
+        tree = self._tree(row, spec)
+        for key, agent in desired.items():
+            member = current.get(key)
+            if member is None:
+                await self._create(row, agent, key[1])
+            elif member.state not in FINAL or member.task_id is None:
+                await self._observe(row, tree, agent, member)
+
+    def _tree(self, row: Any, spec: FleetSpec) -> SupervisionTree:
+        key = (row.org_id, row.name, row.generation)
+        if key not in self._trees:
+            children = tuple(
+                Child(f"{a.name}.{i}", a.restart) for a in spec.agents for i in range(a.replicas)
+            )
+            s = spec.supervision
+            self._trees[key] = SupervisionTree(
+                SupervisorSpec(row.name, children, s.strategy, s.intensity, s.period)
+            )
+        return self._trees[key]
+
+    async def _create(self, row: Any, agent: AgentSpec, replica: int) -> None:
+        payload: dict[str, Any] = {
+            "name": f"{row.name}.{agent.name}.{replica}", "capabilities": agent.capabilities,
+        }  # fmt: skip
+        if agent.budget is not None:
+            payload["budget"] = str(agent.budget)
+        made: Any = await self.kernel.invoke(
+            "agents.create", payload, principal=Principal.system(row.org_id),
+            idempotency_key=f"fleet:{row.name}:{agent.name}:{replica}",
+        )  # fmt: skip
+        now = self.kernel.clock.now()
+        async with self.kernel.db.write() as conn:
+            await conn.execute(
+                fleet_members.insert().values(
+                    org_id=row.org_id, fleet=row.name, agent=agent.name, replica=replica,
+                    agent_id=made.id, task_id=None, state="pending", restarts=0, updated_at=now,
+                )
+            )  # fmt: skip
+        await self._start(row, agent, replica, made.id, restarts=0)
+
+    async def _start(
+        self, row: Any, agent: AgentSpec, replica: int, agent_id: str, *, restarts: int
+    ) -> None:
+        """A new run of a member: a durable task of its program, submitted as the agent."""
+        program = agent.program
+        task_input = {
+            "entry": program.python,
+            "input": {**program.input, "fleet": row.name, "agent": agent.name,
+                      "replica": replica, "agent_id": agent_id},
+        }  # fmt: skip
+        now = self.kernel.clock.now()
+        task_id, _ = await self.kernel.tasks().submit(
+            NewTask(row.org_id, agent.queue, "python", task_input, agent_id, max_attempts=1), now
+        )
+        await self._set(row, agent.name, replica, state="starting", task_id=task_id,
+                        restarts=restarts)  # fmt: skip
+        self.kernel.wake_workers()
+
+    async def _observe(self, row: Any, tree: SupervisionTree, agent: AgentSpec, m: Any) -> None:
+        state = await self._task_state(m.task_id) if m.task_id else None
+        if state in RUNNING_STATES:
+            target = RUNNING_STATES[state]
+            if target != m.state:
+                await self._move(row, m, target)
+            return
+        if state not in TERMINAL:
+            return
+        if m.state in ("starting", "waiting") and state == "succeeded":  # it ran, briefly
+            await self._move(row, m, "running")
+            m = await self._member(row, m.agent, m.replica)
+        reason = "normal" if state == "succeeded" else "error"
+        path = f"{row.name}/{agent.name}.{m.replica}"
+        actions = tree.exited(path, reason, self.kernel.clock.now())  # type: ignore[arg-type]
+        restarted = {a.path for a in actions if a.kind == "restart"}
+        if path not in restarted:
+            await self._move(row, m, "succeeded" if reason == "normal" else "failed")
+        for action in actions:
+            await self._act(row, action)
+
+    async def _act(self, row: Any, action: Any) -> None:
+        spec = FleetSpec.model_validate(row.spec)
+        if action.kind == "escalate":
+            esc, _ = await escalations.raise_(
+                self.kernel.db, org_id=row.org_id, source=f"fleet:{row.name}",
+                summary=f"fleet {row.name} gave up: {action.reason}",
+                context={"fleet": row.name, "generation": row.generation},
+                dedupe_key=f"fleet:{row.name}:g{row.generation}:gave-up",
+                raised_by="system", now=self.kernel.clock.now(),
+            )  # fmt: skip
+            async with self.kernel.db.write() as conn:
+                await conn.execute(
+                    update(fleets_table)
+                    .where(fleets_table.c.org_id == row.org_id, fleets_table.c.name == row.name)
+                    .values(escalation_id=esc.id)
+                )
+            log.error("fleet %s escalated to a human: %s", row.name, action.reason)
+            return
+        name, _, replica = action.path.rsplit("/", 1)[1].rpartition(".")
+        agent = next(a for a in spec.agents if a.name == name)
+        member = await self._member(row, name, int(replica))
+        if member is None:
+            return
+        if member.task_id and await self._task_state(member.task_id) not in TERMINAL:
+            await self.kernel.tasks().cancel(row.org_id, member.task_id, self.kernel.clock.now())
+        if action.kind == "stop":
+            if member.state not in FINAL:
+                await self._move(row, member, "terminated")
+            return
+        await self._start(row, agent, int(replica), member.agent_id, restarts=member.restarts + 1)
+
+    async def _end(self, row: Any, member: Any, state: str) -> None:
+        if member.task_id and await self._task_state(member.task_id) not in TERMINAL:
+            await self.kernel.tasks().cancel(row.org_id, member.task_id, self.kernel.clock.now())
+        await self._move(row, member, state)
+
+    async def _move(self, row: Any, member: Any, target: str) -> None:
+        try:
+            transition(member.state, target, waiting_on="human")  # type: ignore[arg-type]
+        except errors.Conflict:
+            if target != "terminated" or member.state in FINAL:
+                return
+        await self._set(row, member.agent, member.replica, state=target)
+
+    async def _set(self, row: Any, agent: str, replica: int, **values: Any) -> None:
+        async with self.kernel.db.write() as conn:
+            await conn.execute(
+                update(fleet_members)
+                .where(
+                    fleet_members.c.org_id == row.org_id, fleet_members.c.fleet == row.name,
+                    fleet_members.c.agent == agent, fleet_members.c.replica == replica,
+                )
+                .values(**values, updated_at=self.kernel.clock.now())
+            )  # fmt: skip
+
+    async def _member(self, row: Any, agent: str, replica: int) -> Any:
+        for m in await fleets.members(self.kernel.db, row.org_id, row.name):
+            if (m.agent, m.replica) == (agent, replica):
+                return m
+        return None
+
+    async def _task_state(self, task_id: str) -> str | None:
+        async with self.kernel.db.read() as conn:
+            found = await conn.execute(select(tasks.c.state).where(tasks.c.id == task_id))
+            return found.scalar()
