@@ -19,12 +19,10 @@ Method.
 - **step_overhead_ms**: a task of ``--steps`` no-op durable steps (``run.step``) against
   a raw DBOS workflow of as many ``DBOS.run_step_async`` no-op steps, in the same process
   and DBOS instance, SQLite system database; (underlay - raw) / steps, median of 5.
-- **concurrent_agents**: a fleet of 50 members (``underlay apply``'s syscall, the fleet
-  reconciler in this process, one ``underlay worker`` with concurrency 64) whose program
-  stays alive 20 s; the figure is the most members seen ``running`` at once (and the
-  seconds until all were). Each member has its own identity and budget; its program runs
-  as a durable task in the worker — NOT in a sandbox yet (``concurrent_agents_sandboxed``
-  says so): sandboxed programs are the next slice.
+- **concurrent_agents**: a fleet of 50 members (``fleets.apply``, the fleet reconciler in
+  this process, the API served on loopback) whose program is the command ``sleep 20``,
+  each in its own bubblewrap sandbox, with its own identity, budget and token; the
+  figure is the most members seen ``running`` at once (and the seconds until all were).
 
 Prints a table, then ONE JSON line.
 """
@@ -112,41 +110,41 @@ async def concurrent_agents(home: Path, members: int) -> tuple[int, float]:
     from underlay.orchestration.reconciler import FleetReconciler
     from underlay.sdk.client import AsyncUnderlay
     from underlay.sdk.transports import LocalTransport
+    from underlay.server.app import serving
 
     await asyncio.to_thread(home.mkdir, parents=True)
-    settings = yaml.safe_dump({"orchestration": {"worker": False}})
+    settings = yaml.safe_dump({"orchestration": {"worker": False}, "compute": {"pool_size": 0}})
     await asyncio.to_thread((home / "config.yaml").write_text, settings)
     kernel = await Kernel.open(Config.load(home=home))
     ul = AsyncUnderlay(LocalTransport(kernel, kernel.admin_token()))
-    worker = _worker(home, "--concurrency", "64")
-    reconciler = FleetReconciler(kernel)
     try:
-        await ul.fleets.apply(
-            spec={
-                "name": "bench",
-                "agents": [{
-                    "name": "agent", "replicas": members, "budget": "0.10 USD",
-                    "restart": "transient",
-                    "program": {"python": "orch_steps:agent_loop", "input": {"seconds": 20}},
-                }],
-            }
-        )  # fmt: skip
-        start, most, all_at = time.perf_counter(), 0, float("nan")
-        while time.perf_counter() - start < 40:
+        async with serving(kernel, "127.0.0.1", 0) as url:
+            reconciler = FleetReconciler(kernel, api_url=url)
+            await ul.fleets.apply(
+                spec={
+                    "name": "bench",
+                    "agents": [{
+                        "name": "agent", "replicas": members, "budget": "0.10 USD",
+                        "restart": "transient", "program": {"command": "sleep 20"},
+                    }],
+                }
+            )  # fmt: skip
+            start, most, all_at = time.perf_counter(), 0, float("nan")
+            while time.perf_counter() - start < 60:
+                await reconciler.reconcile_once()
+                fleet = await ul.fleets.get(name="bench")
+                running = sum(m.state == "running" for m in fleet.members)
+                if running > most:
+                    most = running
+                    if most == members:
+                        all_at = time.perf_counter() - start
+                if most == members and running < members:
+                    break
+                await asyncio.sleep(0.2)
+            await ul.fleets.delete(name="bench")
             await reconciler.reconcile_once()
-            fleet = await ul.fleets.get(name="bench")
-            running = sum(m.state == "running" for m in fleet.members)
-            if running > most:
-                most = running
-                if most == members:
-                    all_at = time.perf_counter() - start
-            if most == members and running < members:
-                break
-            await asyncio.sleep(0.2)
-        return most, all_at
+            return most, all_at
     finally:
-        worker.terminate()
-        worker.wait(30)
         await kernel.close()
 
 
@@ -270,7 +268,7 @@ def main() -> None:
         most, all_at = asyncio.run(concurrent_agents(base / "a", 50))
         out["concurrent_agents"] = most
         out["all_agents_running_s"] = round(all_at, 2)
-        out["concurrent_agents_sandboxed"] = False
+        out["concurrent_agents_sandboxed"] = True
     print(f"\n{'figure':<28}{'value':>10}")
     for key, value in out.items():
         print(f"{key:<28}{value!s:>10}")

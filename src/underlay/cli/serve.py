@@ -81,13 +81,15 @@ async def _up(config: Config, serve: Callable[..., Awaitable[Any]], as_json: boo
 
         def ready(url: str) -> None:
             _announce(url, kernel, as_json)
+            reconciler.api_url = url  # what sandboxed fleet programs reach
             if compute is not None:
                 compute.pool.start()  # warm up once listening: a failed bind starts nothing
             if config.orchestration.worker:
                 child.start()
 
         child = WorkerChild(config.home)
-        fleets = asyncio.create_task(FleetReconciler(kernel).forever(), name="fleet-reconciler")
+        reconciler = FleetReconciler(kernel)
+        fleets = asyncio.create_task(reconciler.forever(), name="fleet-reconciler")
         try:
             await serve(kernel, config.host, config.port, ready=ready)
         finally:

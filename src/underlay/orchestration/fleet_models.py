@@ -13,11 +13,26 @@ NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 
 
 class Program(StrictModel):
-    """What an agent runs. Today: a Python entry point run as a durable task by the workers
-    (``await fn(run, input)``); sandboxed commands and the built-in LLM loop come next."""
+    """What an agent runs: exactly one of ``python`` — an entry point run as a durable task
+    by the workers (``await fn(run, input)``) — or ``command`` — a shell line run in the
+    agent's own sandbox, with its token and the API URL (``UNDERLAY_TOKEN``,
+    ``UNDERLAY_URL``) as its only environment and the API as its only reachable host."""
 
-    python: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$", description="module:function")
+    python: str | None = Field(
+        default=None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$", description="module:function"
+    )
+    command: str | None = Field(default=None, min_length=1, max_length=10_000)
+    template: str = Field(default="default", description="the sandbox's root filesystem")
     input: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Program:
+        if (self.python is None) == (self.command is None):
+            raise ValueError("program: give exactly one of python or command")
+        return self
+
+    def describe(self) -> str:
+        return self.python or f"sandbox: {self.command}"
 
 
 class AgentSpec(StrictModel):
@@ -70,6 +85,7 @@ class Member(StrictModel):
     replica: int
     agent_id: str | None
     task_id: str | None
+    sandbox_id: str | None = None
     state: str
     restarts: int
 

@@ -28,6 +28,7 @@ async def fleet_model(ctx: CallContext, row: Any) -> Fleet:
         name=row.name, generation=row.generation, spec=FleetSpec.model_validate(row.spec),
         members=[
             Member(agent=m.agent, replica=m.replica, agent_id=m.agent_id, task_id=m.task_id,
+                   sandbox_id=m.sandbox_id,
                    state=m.state, restarts=m.restarts)
             for m in members
         ],

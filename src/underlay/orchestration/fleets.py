@@ -25,7 +25,7 @@ def diff(old: FleetSpec | None, new: FleetSpec | None) -> list[str]:
     for name in sorted(before.keys() | after.keys()):
         a, b = before.get(name), after.get(name)
         if a is None and b is not None:
-            out.append(f"+ agent {name}: {b.replicas} x {b.program.python} ({b.restart})")
+            out.append(f"+ agent {name}: {b.replicas} x {b.program.describe()} ({b.restart})")
         elif b is None and a is not None:
             out.append(f"- agent {name}: {a.replicas} replicas stop")
         elif a is not None and b is not None and a != b:

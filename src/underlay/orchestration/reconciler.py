@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import select, update
 
@@ -41,9 +42,13 @@ log = logging.getLogger("underlay.fleets")
 RUNNING_STATES = {"queued": "starting", "leased": "running", "waiting": "waiting"}
 
 
+SANDBOX_SECONDS = 30 * 86400  # a command run's sandbox lives as long as its command
+
+
 class FleetReconciler:
-    def __init__(self, kernel: Any) -> None:
+    def __init__(self, kernel: Any, api_url: str | None = None) -> None:
         self.kernel = kernel
+        self.api_url = api_url  # what sandboxed programs reach (``underlay up`` sets it)
         self._trees: dict[tuple[str, str, int], SupervisionTree] = {}
 
     async def forever(self, every: float = 1.0) -> None:
@@ -76,7 +81,7 @@ class FleetReconciler:
             member = current.get(key)
             if member is None:
                 await self._create(row, agent, key[1])
-            elif member.state not in FINAL or member.task_id is None:
+            elif member.state not in FINAL:
                 await self._observe(row, tree, agent, member)
 
     def _tree(self, row: Any, spec: FleetSpec) -> SupervisionTree:
@@ -92,8 +97,11 @@ class FleetReconciler:
         return self._trees[key]
 
     async def _create(self, row: Any, agent: AgentSpec, replica: int) -> None:
+        capabilities = list(agent.capabilities)
+        if agent.program.command and "sandbox.*" not in capabilities:
+            capabilities.append("sandbox.*")  # its runs are its own sandboxes
         payload: dict[str, Any] = {
-            "name": f"{row.name}.{agent.name}.{replica}", "capabilities": agent.capabilities,
+            "name": f"{row.name}.{agent.name}.{replica}", "capabilities": capabilities,
         }  # fmt: skip
         if agent.budget is not None:
             payload["budget"] = str(agent.budget)
@@ -114,8 +122,12 @@ class FleetReconciler:
     async def _start(
         self, row: Any, agent: AgentSpec, replica: int, agent_id: str, *, restarts: int
     ) -> None:
-        """A new run of a member: a durable task of its program, submitted as the agent."""
+        """A new run of a member, as the agent: a durable task of its Python program, or
+        its command in a sandbox of its own."""
         program = agent.program
+        if program.command is not None:
+            await self._start_sandbox(row, agent, replica, agent_id, restarts=restarts)
+            return
         task_input = {
             "entry": program.python,
             "input": {**program.input, "fleet": row.name, "agent": agent.name,
@@ -126,11 +138,41 @@ class FleetReconciler:
             NewTask(row.org_id, agent.queue, "python", task_input, agent_id, max_attempts=1), now
         )
         await self._set(row, agent.name, replica, state="starting", task_id=task_id,
-                        restarts=restarts)  # fmt: skip
+                        sandbox_id=None, command_id=None, restarts=restarts)  # fmt: skip
         self.kernel.wake_workers()
 
+    async def _start_sandbox(
+        self, row: Any, agent: AgentSpec, replica: int, agent_id: str, *, restarts: int
+    ) -> None:
+        if not self.api_url:
+            log.error("fleet %s: sandboxed programs need the API's URL (underlay up)", row.name)
+            return
+        system = Principal.system(row.org_id)
+        issued: Any = await self.kernel.invoke(
+            "tokens.create", {"subject": agent_id, "name": f"fleet {row.name}"}, principal=system
+        )
+        token = issued.token.get_secret_value()
+        sandbox: Any = await self.kernel.invoke(
+            "sandbox.create",
+            {
+                "template": agent.program.template, "timeout": SANDBOX_SECONDS,
+                "env": {"UNDERLAY_URL": self.api_url, "UNDERLAY_TOKEN": token},
+                "network": {"allow": [urlsplit(self.api_url).netloc]},
+                "metadata": {"fleet": row.name, "agent": agent.name, "replica": str(replica)},
+            },
+            token=token,
+        )  # fmt: skip
+        command: Any = await self.kernel.invoke(
+            "sandbox.commands.run",
+            {"sandbox": sandbox.id, "cmd": agent.program.command, "background": True},
+            token=token,
+        )
+        await self._set(row, agent.name, replica, state="starting", task_id=None,
+                        sandbox_id=sandbox.id, command_id=command.id,
+                        restarts=restarts)  # fmt: skip
+
     async def _observe(self, row: Any, tree: SupervisionTree, agent: AgentSpec, m: Any) -> None:
-        state = await self._task_state(m.task_id) if m.task_id else None
+        state = await self._run_state(row, m)
         if state in RUNNING_STATES:
             target = RUNNING_STATES[state]
             if target != m.state:
@@ -138,6 +180,7 @@ class FleetReconciler:
             return
         if state not in TERMINAL:
             return
+        await self._stop_run(row, m)  # a finished command's sandbox goes
         if m.state in ("starting", "waiting") and state == "succeeded":  # it ran, briefly
             await self._move(row, m, "running")
             m = await self._member(row, m.agent, m.replica)
@@ -173,8 +216,7 @@ class FleetReconciler:
         member = await self._member(row, name, int(replica))
         if member is None:
             return
-        if member.task_id and await self._task_state(member.task_id) not in TERMINAL:
-            await self.kernel.tasks().cancel(row.org_id, member.task_id, self.kernel.clock.now())
+        await self._stop_run(row, member)
         if action.kind == "stop":
             if member.state not in FINAL:
                 await self._move(row, member, "terminated")
@@ -182,9 +224,38 @@ class FleetReconciler:
         await self._start(row, agent, int(replica), member.agent_id, restarts=member.restarts + 1)
 
     async def _end(self, row: Any, member: Any, state: str) -> None:
-        if member.task_id and await self._task_state(member.task_id) not in TERMINAL:
-            await self.kernel.tasks().cancel(row.org_id, member.task_id, self.kernel.clock.now())
+        await self._stop_run(row, member)
         await self._move(row, member, state)
+
+    async def _run_state(self, row: Any, m: Any) -> str | None:
+        """The member's run, in task states (queued, leased, succeeded, failed...)."""
+        if m.task_id:
+            return await self._task_state(m.task_id)
+        if not m.sandbox_id:
+            return None
+        try:
+            out: Any = await self.kernel.invoke(
+                "sandbox.commands.output", {"sandbox": m.sandbox_id, "command": m.command_id},
+                principal=Principal.system(row.org_id),
+            )  # fmt: skip
+        except errors.NotFound:  # the sandbox is gone (destroyed, expired)
+            return "failed"
+        if out.running:
+            return "leased"
+        return "succeeded" if out.exit_code == 0 else "failed"
+
+    async def _stop_run(self, row: Any, m: Any) -> None:
+        """End the member's run: cancel its task, or destroy its sandbox."""
+        if m.task_id and await self._task_state(m.task_id) not in TERMINAL:
+            await self.kernel.tasks().cancel(row.org_id, m.task_id, self.kernel.clock.now())
+        if m.sandbox_id:
+            try:
+                await self.kernel.invoke(
+                    "sandbox.destroy", {"sandbox": m.sandbox_id},
+                    principal=Principal.system(row.org_id),
+                )  # fmt: skip
+            except errors.NotFound:
+                pass
 
     async def _move(self, row: Any, member: Any, target: str) -> None:
         try:

@@ -319,7 +319,9 @@ fleet_members = Table(
     Column("agent", String(64), primary_key=True),
     Column("replica", Integer, primary_key=True),
     Column("agent_id", ID),
-    Column("task_id", ID),
+    Column("task_id", ID),  # the current run: a task (python programs)...
+    Column("sandbox_id", ID),  # ...or a sandbox and its command (command programs)
+    Column("command_id", ID),
     Column("state", String(16), nullable=False),  # the lifecycle's states
     Column("restarts", Integer, nullable=False),
     Column("updated_at", Float, nullable=False),
