@@ -38,3 +38,16 @@ async def settle(ul: AsyncUnderlay, task_id: str, state: str) -> Any:
             return task
         await asyncio.sleep(0.02)
     raise AssertionError(f"task {task_id} is {task.state}, not {state}")
+
+
+async def reconcile_until(
+    reconciler: Any, ul: AsyncUnderlay, check: Any, name: str = "crew"
+) -> Any:
+    """Reconcile until ``check(fleet)`` holds (within ~15 s); return the fleet."""
+    for _ in range(300):
+        await reconciler.reconcile_once()
+        fleet = await ul.fleets.get(name=name)
+        if check(fleet):
+            return fleet
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"fleet {name} never got there: {fleet}")

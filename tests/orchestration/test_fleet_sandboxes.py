@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import pytest
@@ -10,6 +9,8 @@ import pytest
 from underlay.kernel.kernel import Kernel
 from underlay.orchestration.reconciler import FleetReconciler
 from underlay.sdk.client import AsyncUnderlay
+
+from .conftest import reconcile_until
 
 # The member asks the API who it is, with the token it was given, through the only host
 # its sandbox may reach, and files the answer as an escalation.
@@ -38,22 +39,14 @@ def spec(command: str, replicas: int, restart: str = "transient", **more: Any) -
     }  # fmt: skip
 
 
-async def until(reconciler: FleetReconciler, ul: AsyncUnderlay, check: Any) -> Any:
-    for _ in range(300):
-        await reconciler.reconcile_once()
-        fleet = await ul.fleets.get(name="crew")
-        if check(fleet):
-            return fleet
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"fleet never got there: {fleet}")
-
-
 async def test_members_reach_the_api_as_themselves(
     ul: AsyncUnderlay, kernel: Kernel, base: str
 ) -> None:
     await ul.fleets.apply(spec=spec(WHOAMI, 2, capabilities=["escalations.raise"]))
     reconciler = FleetReconciler(kernel, api_url=base)
-    fleet = await until(reconciler, ul, lambda f: [m.state for m in f.members] == ["succeeded"] * 2)
+    fleet = await reconcile_until(
+        reconciler, ul, lambda f: [m.state for m in f.members] == ["succeeded"] * 2
+    )
     ids = sorted(m.agent_id for m in fleet.members)
     raised = (await ul.escalations.list()).items
     assert sorted(e.summary for e in raised) == ids  # each called the API as itself
@@ -67,15 +60,17 @@ async def test_scale_down_destroys_a_members_sandbox(
 ) -> None:
     await ul.fleets.apply(spec=spec("sleep 60", 2))
     reconciler = FleetReconciler(kernel, api_url=base)
-    await until(reconciler, ul, lambda f: [m.state for m in f.members] == ["running"] * 2)
+    await reconcile_until(reconciler, ul, lambda f: [m.state for m in f.members] == ["running"] * 2)
     live = {s.id for s in (await ul.sandbox.list()).items if s.state == "running"}
     assert len(live) == 2
     await ul.fleets.apply(spec=spec("sleep 60", 1))
-    await until(reconciler, ul, lambda f: [m.state for m in f.members] == ["running", "terminated"])
+    await reconcile_until(
+        reconciler, ul, lambda f: [m.state for m in f.members] == ["running", "terminated"]
+    )
     still = {s.id for s in (await ul.sandbox.list()).items if s.state == "running"}
     assert len(still) == 1 and still < live
     await ul.fleets.delete(name="crew")
-    await until(reconciler, ul, lambda f: all(m.state == "terminated" for m in f.members))
+    await reconcile_until(reconciler, ul, lambda f: all(m.state == "terminated" for m in f.members))
     assert not [s for s in (await ul.sandbox.list()).items if s.state == "running"]
 
 
@@ -84,7 +79,7 @@ async def test_a_crashing_command_is_restarted_then_escalated_once(
 ) -> None:
     await ul.fleets.apply(spec=spec("exit 3", 1, restart="permanent"))
     reconciler = FleetReconciler(kernel, api_url=base)
-    fleet = await until(reconciler, ul, lambda f: f.escalation_id is not None)
+    fleet = await reconcile_until(reconciler, ul, lambda f: f.escalation_id is not None)
     assert fleet.members[0].restarts == 1
     [esc] = (await ul.escalations.list()).items
     assert esc.source == "fleet:crew" and "more than 1 restarts in 60 s" in esc.summary

@@ -14,6 +14,8 @@ from underlay.orchestration.reconciler import FleetReconciler
 from underlay.orchestration.worker import Worker
 from underlay.sdk.client import AsyncUnderlay
 
+from .conftest import reconcile_until
+
 
 def spec(program: str, replicas: int = 2, **agent: Any) -> dict[str, Any]:
     return {
@@ -31,19 +33,6 @@ def spec(program: str, replicas: int = 2, **agent: Any) -> dict[str, Any]:
         ],
         "supervision": {"strategy": "one_for_one", "intensity": 2, "period": 60},
     }
-
-
-async def until(
-    reconciler: FleetReconciler, ul: AsyncUnderlay, check: Any, rounds: int = 200
-) -> Any:
-    """Reconcile until ``check(fleet)`` holds; return the fleet."""
-    for _ in range(rounds):
-        await reconciler.reconcile_once()
-        fleet = await ul.fleets.get(name="crew")
-        if check(fleet):
-            return fleet
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"fleet never got there: {fleet}")
 
 
 async def test_apply_shows_the_diff_and_a_dry_run_changes_nothing(ul: AsyncUnderlay) -> None:
@@ -73,7 +62,9 @@ async def test_members_get_identities_and_runs_and_scale_down_stops_one(
     log = tmp_path / "agents.log"
     await ul.fleets.apply(spec=spec("agent_forever", input={"log": str(log)}, budget="1.00 USD"))
     reconciler = FleetReconciler(kernel)
-    fleet = await until(reconciler, ul, lambda f: [m.state for m in f.members] == ["running"] * 2)
+    fleet = await reconcile_until(
+        reconciler, ul, lambda f: [m.state for m in f.members] == ["running"] * 2
+    )
     ids = [m.agent_id for m in fleet.members]
     agents = {a.name: a.id for a in (await ul.agents.list()).items}
     assert agents["crew.helper.0"] == ids[0] and agents["crew.helper.1"] == ids[1]
@@ -86,7 +77,7 @@ async def test_members_get_identities_and_runs_and_scale_down_stops_one(
     await ul.fleets.apply(
         spec=spec("agent_forever", replicas=1, input={"log": str(log)}, budget="1.00 USD")
     )
-    fleet = await until(
+    fleet = await reconcile_until(
         reconciler, ul, lambda f: [m.state for m in f.members] == ["running", "terminated"]
     )
     stopped = await ul.tasks.get(task_id=fleet.members[1].task_id)
@@ -97,7 +88,9 @@ async def test_members_get_identities_and_runs_and_scale_down_stops_one(
         await asyncio.sleep(0.05)
     assert list(worker._running) == [fleet.members[0].task_id]
     await ul.fleets.delete(name="crew")
-    fleet = await until(reconciler, ul, lambda f: all(m.state == "terminated" for m in f.members))
+    fleet = await reconcile_until(
+        reconciler, ul, lambda f: all(m.state == "terminated" for m in f.members)
+    )
     assert fleet.deleted
 
 
@@ -106,7 +99,9 @@ async def test_transient_agents_that_finish_are_not_restarted(
 ) -> None:
     await ul.fleets.apply(spec=spec("agent_done", restart="transient"))
     reconciler = FleetReconciler(kernel)
-    fleet = await until(reconciler, ul, lambda f: [m.state for m in f.members] == ["succeeded"] * 2)
+    fleet = await reconcile_until(
+        reconciler, ul, lambda f: [m.state for m in f.members] == ["succeeded"] * 2
+    )
     assert [m.restarts for m in fleet.members] == [0, 0]
     for _ in range(5):
         await reconciler.reconcile_once()
@@ -118,7 +113,7 @@ async def test_a_crash_loop_is_restarted_then_escalated_exactly_once(
 ) -> None:
     await ul.fleets.apply(spec=spec("agent_crash", replicas=1))
     reconciler = FleetReconciler(kernel)
-    fleet = await until(reconciler, ul, lambda f: f.escalation_id is not None)
+    fleet = await reconcile_until(reconciler, ul, lambda f: f.escalation_id is not None)
     assert [m.restarts for m in fleet.members] == [2]  # intensity 2, then it gave up
     assert fleet.members[0].state in ("failed", "terminated")
     for _ in range(5):
