@@ -48,7 +48,8 @@ from psycopg import errors as pg_errors
 from psycopg.conninfo import conninfo_to_dict
 
 from underlay import errors
-from underlay.memory.interface import SCOPE_COLUMNS, MemoryStore, Plan, Row
+from underlay.memory.drivers.sql_reads import SqlReads, scope_sql
+from underlay.memory.interface import Plan, Row
 
 SCHEMA_VERSION = 1
 POOL_SIZE = 4
@@ -168,15 +169,6 @@ def _row(values: Sequence[Any]) -> Row:
     return Row(**dict(zip(["rowid", *_COLUMNS], values, strict=True)))
 
 
-def _scope_sql(scope: dict[str, str], prefix: str = "") -> tuple[str, list[str]]:
-    parts, args = [], []
-    for col in SCOPE_COLUMNS:
-        if col in scope:
-            parts.append(f" AND {prefix}{col} = %s")
-            args.append(scope[col])
-    return "".join(parts), args
-
-
 def _where(url: str) -> str:
     """Where ``url`` points, without its credentials (for error messages)."""
     try:
@@ -223,7 +215,9 @@ class _Pool:
             await conn.close()
 
 
-class PostgresMemoryStore(MemoryStore):
+class PostgresMemoryStore(SqlReads):
+    MARK = "%s"
+
     def __init__(self, url: str, dimensions: int, pool_size: int = POOL_SIZE) -> None:
         # The kernel's SQLAlchemy URLs name a driver (postgresql+psycopg://); libpq does not.
         url = re.sub(r"^postgres(ql)?\+\w+://", "postgresql://", url)
@@ -363,7 +357,7 @@ class PostgresMemoryStore(MemoryStore):
     async def dense(
         self, org: str, scope: dict[str, str], vector: np.ndarray, n: int, *, current: bool
     ) -> list[int]:
-        where, args = _scope_sql(scope)
+        where, args = scope_sql(scope, self.MARK)
         if current:
             where += " AND valid_to IS NULL"
         sql = (
@@ -378,7 +372,7 @@ class PostgresMemoryStore(MemoryStore):
         terms = [t for t in map(fts_text, words) if t]
         if not terms:
             return []
-        where, args = _scope_sql(scope, "m.")
+        where, args = scope_sql(scope, self.MARK, "m.")
         if current:
             where += " AND m.valid_to IS NULL"
         sql = _bm25(len(terms), where)
@@ -388,6 +382,9 @@ class PostgresMemoryStore(MemoryStore):
 
     async def _rows(self, where: str, args: Sequence[Any]) -> list[Row]:
         return [_row(r) for r in await self._fetch(f"{_SELECT} WHERE {where}", args)]
+
+    async def _select_where(self, where: str, args: list[Any]) -> list[Row]:
+        return await self._rows(where, args)
 
     async def rows(self, org: str, rowids: list[int]) -> dict[int, Row]:
         if not rowids:
@@ -407,36 +404,6 @@ class PostgresMemoryStore(MemoryStore):
         )
         chunks, seqs = [c for c, _ in positions], [s for _, s in positions]
         return [_row(r) for r in await self._fetch(sql, [chunks, seqs, org])]
-
-    async def versions(self, org: str, memory_id: str) -> list[Row]:
-        return await self._rows("org = %s AND id = %s ORDER BY version", [org, memory_id])
-
-    async def current_by_key(self, org: str, scope: dict[str, str], key: str) -> Row | None:
-        return await self._current(org, scope, "key", key)
-
-    async def current_by_hash(self, org: str, scope: dict[str, str], digest: str) -> Row | None:
-        return await self._current(org, scope, "hash", digest)
-
-    async def _current(
-        self, org: str, scope: dict[str, str], column: str, value: str
-    ) -> Row | None:
-        where, args = _scope_sql(scope)
-        found = await self._rows(
-            f"org = %s AND {column} = %s AND valid_to IS NULL{where} ORDER BY rowid LIMIT 1",
-            [org, value, *args],
-        )
-        return found[0] if found else None
-
-    async def scan(
-        self, org: str, scope: dict[str, str], *, after: int, limit: int, current: bool
-    ) -> list[Row]:
-        where, args = _scope_sql(scope)
-        if current:
-            where += " AND valid_to IS NULL"
-        return await self._rows(
-            f"org = %s AND rowid > %s{where} ORDER BY rowid LIMIT %s",
-            [org, after, *args, limit],
-        )
 
     async def close(self) -> None:
         with suppress(psycopg.Error):

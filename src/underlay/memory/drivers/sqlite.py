@@ -33,7 +33,8 @@ import numpy as np
 
 from underlay import errors
 from underlay.memory.drivers.signindex import SignIndex, sign_bits
-from underlay.memory.interface import SCOPE_COLUMNS, MemoryStore, Plan, Row
+from underlay.memory.drivers.sql_reads import SqlReads, scope_sql
+from underlay.memory.interface import SCOPE_COLUMNS, Plan, Row
 
 T = TypeVar("T")
 SCHEMA_VERSION = 2
@@ -85,16 +86,9 @@ def _row(values: tuple[Any, ...]) -> Row:
     return Row(**data)
 
 
-def _scope_sql(scope: dict[str, str], prefix: str = "") -> tuple[str, list[str]]:
-    parts, args = [], []
-    for col in SCOPE_COLUMNS:
-        if col in scope:
-            parts.append(f"{prefix}{col} = ?")
-            args.append(scope[col])
-    return "".join(f" AND {p}" for p in parts), args
+class SQLiteMemoryStore(SqlReads):
+    MARK = "?"
 
-
-class SQLiteMemoryStore(MemoryStore):
     def __init__(self, path: Path, dimensions: int) -> None:
         self._path = path
         self._dims = dimensions
@@ -262,7 +256,7 @@ class SQLiteMemoryStore(MemoryStore):
         words = await self._call(self._telling, words, text=True)
         if not words:
             return []
-        where, args = _scope_sql(scope, "m.")
+        where, args = scope_sql(scope, self.MARK, "m.")
         if current:
             where += " AND m.valid_to IS NULL"
         match = " OR ".join('"' + w.replace('"', '""') + '"' for w in words)
@@ -315,6 +309,9 @@ class SQLiteMemoryStore(MemoryStore):
     def _rows(self, where: str, args: list[Any]) -> list[Row]:
         return [_row(r) for r in self._db.execute(f"{self._select} WHERE {where}", args)]
 
+    async def _select_where(self, where: str, args: list[Any]) -> list[Row]:
+        return await self._call(self._rows, where, args)
+
     async def rows(self, org: str, rowids: list[int]) -> dict[int, Row]:
         if not rowids:
             return {}
@@ -337,38 +334,6 @@ class SQLiteMemoryStore(MemoryStore):
         )
         args = [v for pos in positions for v in pos]
         return await self._call(lambda: [_row(r) for r in self._db.execute(sql, [*args, org])])
-
-    async def versions(self, org: str, memory_id: str) -> list[Row]:
-        return await self._call(self._rows, "org = ? AND id = ? ORDER BY version", [org, memory_id])
-
-    async def current_by_key(self, org: str, scope: dict[str, str], key: str) -> Row | None:
-        return await self._current(org, scope, "key", key)
-
-    async def current_by_hash(self, org: str, scope: dict[str, str], digest: str) -> Row | None:
-        return await self._current(org, scope, "hash", digest)
-
-    async def _current(
-        self, org: str, scope: dict[str, str], column: str, value: str
-    ) -> Row | None:
-        where, args = _scope_sql(scope)
-        found = await self._call(
-            self._rows,
-            f"org = ? AND {column} = ? AND valid_to IS NULL{where} ORDER BY rowid LIMIT 1",
-            [org, value, *args],
-        )
-        return found[0] if found else None
-
-    async def scan(
-        self, org: str, scope: dict[str, str], *, after: int, limit: int, current: bool
-    ) -> list[Row]:
-        where, args = _scope_sql(scope)
-        if current:
-            where += " AND valid_to IS NULL"
-        return await self._call(
-            self._rows,
-            f"org = ? AND rowid > ?{where} ORDER BY rowid LIMIT ?",
-            [org, after, *args, limit],
-        )
 
     async def close(self) -> None:
         if self._text is not None:
