@@ -51,8 +51,10 @@ async def test_members_reach_the_api_as_themselves(
     raised = (await ul.escalations.list()).items
     assert sorted(e.summary for e in raised) == ids  # each called the API as itself
     assert sorted(e.source for e in raised) == [f"agent:{i}" for i in ids]
-    for m in fleet.members:  # a finished command's sandbox is gone
+    for m in fleet.members:  # a finished command's sandbox is gone, and its token
         assert m.sandbox_id and (await ul.sandbox.get(sandbox=m.sandbox_id)).state == "destroyed"
+        tokens = (await ul.tokens.list(subject=m.agent_id, include_revoked=True)).items
+        assert len(tokens) == 1 and tokens[0].revoked_at is not None
 
 
 async def test_scale_down_destroys_a_members_sandbox(

@@ -138,7 +138,8 @@ class FleetReconciler:
             NewTask(row.org_id, agent.queue, "python", task_input, agent_id, max_attempts=1), now
         )
         await self._set(row, agent.name, replica, state="starting", task_id=task_id,
-                        sandbox_id=None, command_id=None, restarts=restarts)  # fmt: skip
+                        sandbox_id=None, command_id=None, token_id=None,
+                        restarts=restarts)  # fmt: skip
         self.kernel.wake_workers()
 
     async def _start_sandbox(
@@ -168,7 +169,7 @@ class FleetReconciler:
             token=token,
         )
         await self._set(row, agent.name, replica, state="starting", task_id=None,
-                        sandbox_id=sandbox.id, command_id=command.id,
+                        sandbox_id=sandbox.id, command_id=command.id, token_id=issued.info.id,
                         restarts=restarts)  # fmt: skip
 
     async def _observe(self, row: Any, tree: SupervisionTree, agent: AgentSpec, m: Any) -> None:
@@ -248,14 +249,16 @@ class FleetReconciler:
         """End the member's run: cancel its task, or destroy its sandbox."""
         if m.task_id and await self._task_state(m.task_id) not in TERMINAL:
             await self.kernel.tasks().cancel(row.org_id, m.task_id, self.kernel.clock.now())
+        system = Principal.system(row.org_id)
         if m.sandbox_id:
             try:
                 await self.kernel.invoke(
-                    "sandbox.destroy", {"sandbox": m.sandbox_id},
-                    principal=Principal.system(row.org_id),
-                )  # fmt: skip
+                    "sandbox.destroy", {"sandbox": m.sandbox_id}, principal=system
+                )
             except errors.NotFound:
                 pass
+        if m.token_id:  # the run's token dies with it (revoking twice is harmless)
+            await self.kernel.invoke("tokens.revoke", {"token_id": m.token_id}, principal=system)
 
     async def _move(self, row: Any, member: Any, target: str) -> None:
         try:

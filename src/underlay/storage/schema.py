@@ -322,6 +322,7 @@ fleet_members = Table(
     Column("task_id", ID),  # the current run: a task (python programs)...
     Column("sandbox_id", ID),  # ...or a sandbox and its command (command programs)
     Column("command_id", ID),
+    Column("token_id", ID),  # the command run's token, revoked when the run ends
     Column("state", String(16), nullable=False),  # the lifecycle's states
     Column("restarts", Integer, nullable=False),
     Column("updated_at", Float, nullable=False),
