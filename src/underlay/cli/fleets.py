@@ -18,7 +18,7 @@ from underlay.sdk.client import AsyncUnderlay
 KINDS = ("fleet", "fleets")
 Kind = Annotated[str, typer.Argument(help="What: fleet (or fleets).")]
 NameArg = Annotated[str, typer.Argument(help="Fleet name.")]
-MEMBER_COLUMNS = ("agent", "replica", "state", "restarts", "agent_id", "task_id")
+MEMBER_COLUMNS = ("agent", "replica", "state", "restarts", "agent_id", "task_id", "sandbox_id")
 
 
 def _kind(kind: str) -> None:
