@@ -103,3 +103,8 @@ async def agent_done(run: TaskRun, payload: dict[str, Any]) -> dict[str, Any]:
 async def agent_crash(run: TaskRun, payload: dict[str, Any]) -> dict[str, Any]:
     """A fleet agent that crashes at once, every time."""
     raise RuntimeError(f"replica {payload['replica']} crashed")
+
+
+async def agent_graded(run: TaskRun, payload: dict[str, Any]) -> dict[str, Any]:
+    """A fleet agent that gets it right only once it was given feedback."""
+    return {"ok": bool(payload.get("feedback")), "feedback": payload.get("feedback")}

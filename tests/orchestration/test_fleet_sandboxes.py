@@ -85,3 +85,19 @@ async def test_a_crashing_command_is_restarted_then_escalated_once(
     assert fleet.members[0].restarts == 1
     [esc] = (await ul.escalations.list()).items
     assert esc.source == "fleet:crew" and "more than 1 restarts in 60 s" in esc.summary
+
+
+async def test_a_test_command_checks_the_work_left_in_the_sandbox(
+    ul: AsyncUnderlay, kernel: Kernel, base: str
+) -> None:
+    fleet_spec = spec("echo hello > out.txt", 1)
+    fleet_spec["evaluators"] = [
+        {"name": "has-hello", "check": {"command": "grep -q hello out.txt"}, "action": "kill"},
+        {"name": "has-bye", "check": {"command": "grep bye out.txt"}, "action": "escalate"},
+    ]
+    await ul.fleets.apply(spec=fleet_spec)
+    reconciler = FleetReconciler(kernel, api_url=base)
+    done = await reconcile_until(reconciler, ul, lambda f: f.members[0].state == "succeeded")
+    [esc] = (await ul.escalations.list()).items  # has-hello passed: no kill
+    assert esc.summary.startswith("has-bye failed on sh.0: the check exited 1")
+    assert (await ul.sandbox.get(sandbox=done.members[0].sandbox_id)).state == "destroyed"

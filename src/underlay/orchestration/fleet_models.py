@@ -51,10 +51,42 @@ class SupervisionSpec(StrictModel):
     period: float = Field(default=60.0, gt=0, le=86400)
 
 
+class Check(StrictModel):
+    """What an evaluator checks when a member's run ends: exactly one of ``rule`` — on the
+    run's outcome: ``succeeded`` (bool), ``result`` (key/values the Python program's
+    result must hold), ``output_contains`` (text the command printed) — or ``command``,
+    a test command run in the member's sandbox before it goes (exit 0 passes)."""
+
+    rule: dict[str, Any] | None = None
+    command: str | None = Field(default=None, min_length=1, max_length=10_000)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Check:
+        if (self.rule is None) == (self.command is None):
+            raise ValueError("check: give exactly one of rule or command")
+        unknown = set(self.rule or {}) - {"succeeded", "result", "output_contains"}
+        if unknown:
+            raise ValueError(f"check.rule: unknown {sorted(unknown)} (succeeded, result, "
+                             "output_contains)")  # fmt: skip
+        return self
+
+
+class EvaluatorSpec(StrictModel):
+    name: str = Field(pattern=NAME)
+    agents: list[str] | None = Field(default=None, description="default: every agent")
+    check: Check
+    action: Literal["restart", "kill", "pause", "escalate"] = Field(
+        description="on a failed check: a new run with feedback, stop for good, wait for a "
+        "human, or tell one"
+    )
+    feedback: str = Field(default="", max_length=4000, description="given to the next run")
+
+
 class FleetSpec(StrictModel):
     name: str = Field(pattern=NAME)
     agents: list[AgentSpec] = Field(min_length=1, max_length=50)
     supervision: SupervisionSpec = Field(default_factory=SupervisionSpec)
+    evaluators: list[EvaluatorSpec] = Field(default_factory=list, max_length=20)
 
     @model_validator(mode="after")
     def _unique_agents(self) -> FleetSpec:

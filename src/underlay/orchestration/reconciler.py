@@ -30,11 +30,13 @@ from sqlalchemy import select, update
 
 from underlay import errors
 from underlay.kernel.context import Principal
-from underlay.orchestration import escalations, fleets
+from underlay.orchestration import escalations, evaluators, fleets
 from underlay.orchestration.fleet_models import AgentSpec, FleetSpec
 from underlay.orchestration.lifecycle import FINAL, transition
 from underlay.orchestration.queue import TERMINAL, NewTask
 from underlay.orchestration.supervision import Child, SupervisionTree, SupervisorSpec
+from underlay.storage.rows import in_org
+from underlay.storage.schema import escalations as escalations_table
 from underlay.storage.schema import fleet_members, tasks
 from underlay.storage.schema import fleets as fleets_table
 
@@ -120,18 +122,26 @@ class FleetReconciler:
         await self._start(row, agent, replica, made.id, restarts=0)
 
     async def _start(
-        self, row: Any, agent: AgentSpec, replica: int, agent_id: str, *, restarts: int
+        self,
+        row: Any,
+        agent: AgentSpec,
+        replica: int,
+        agent_id: str,
+        *,
+        restarts: int,
+        feedback: str | None = None,
     ) -> None:
         """A new run of a member, as the agent: a durable task of its Python program, or
-        its command in a sandbox of its own."""
+        its command in a sandbox of its own; an evaluator's ``feedback`` goes with it."""
         program = agent.program
         if program.command is not None:
-            await self._start_sandbox(row, agent, replica, agent_id, restarts=restarts)
+            await self._start_sandbox(row, agent, replica, agent_id, restarts, feedback)
             return
+        extra = {"feedback": feedback} if feedback else {}
         task_input = {
             "entry": program.python,
             "input": {**program.input, "fleet": row.name, "agent": agent.name,
-                      "replica": replica, "agent_id": agent_id},
+                      "replica": replica, "agent_id": agent_id, **extra},
         }  # fmt: skip
         now = self.kernel.clock.now()
         task_id, _ = await self.kernel.tasks().submit(
@@ -143,7 +153,13 @@ class FleetReconciler:
         self.kernel.wake_workers()
 
     async def _start_sandbox(
-        self, row: Any, agent: AgentSpec, replica: int, agent_id: str, *, restarts: int
+        self,
+        row: Any,
+        agent: AgentSpec,
+        replica: int,
+        agent_id: str,
+        restarts: int,
+        feedback: str | None,
     ) -> None:
         if not self.api_url:
             log.error("fleet %s: sandboxed programs need the API's URL (underlay up)", row.name)
@@ -153,11 +169,13 @@ class FleetReconciler:
             "tokens.create", {"subject": agent_id, "name": f"fleet {row.name}"}, principal=system
         )
         token = issued.token.get_secret_value()
+        env = {"UNDERLAY_URL": self.api_url, "UNDERLAY_TOKEN": token}
+        if feedback:
+            env["UNDERLAY_FEEDBACK"] = feedback
         sandbox: Any = await self.kernel.invoke(
             "sandbox.create",
             {
-                "template": agent.program.template, "timeout": SANDBOX_SECONDS,
-                "env": {"UNDERLAY_URL": self.api_url, "UNDERLAY_TOKEN": token},
+                "template": agent.program.template, "timeout": SANDBOX_SECONDS, "env": env,
                 "network": {"allow": [urlsplit(self.api_url).netloc]},
                 "metadata": {"fleet": row.name, "agent": agent.name, "replica": str(replica)},
             },
@@ -173,6 +191,9 @@ class FleetReconciler:
                         restarts=restarts)  # fmt: skip
 
     async def _observe(self, row: Any, tree: SupervisionTree, agent: AgentSpec, m: Any) -> None:
+        if m.waiting_on:  # paused by an evaluator: a human's answer resumes or ends it
+            await self._paused(row, agent, m)
+            return
         state = await self._run_state(row, m)
         if state in RUNNING_STATES:
             target = RUNNING_STATES[state]
@@ -181,11 +202,31 @@ class FleetReconciler:
             return
         if state not in TERMINAL:
             return
+        outcome = await self._outcome(row, m, state)
+        spec = FleetSpec.model_validate(row.spec)
+        verdicts = await evaluators.judge(
+            self.kernel, row.org_id, spec.evaluators, agent.name, m.sandbox_id, outcome
+        )
         await self._stop_run(row, m)  # a finished command's sandbox goes
-        if m.state in ("starting", "waiting") and state == "succeeded":  # it ran, briefly
+        if m.state in ("starting", "waiting"):  # it ran, however briefly
             await self._move(row, m, "running")
             m = await self._member(row, m.agent, m.replica)
-        reason = "normal" if state == "succeeded" else "error"
+        reason, feedback = ("normal" if state == "succeeded" else "error"), None
+        for verdict in (v for v in verdicts if not v.passed):
+            ev = verdict.evaluator
+            if ev.action == "escalate":
+                await self._tell(row, m, verdict, kind="escalation")
+            elif ev.action == "restart":
+                reason, feedback = "error", f"{ev.feedback} [{ev.name}: {verdict.detail}]".strip()
+            elif ev.action == "kill":
+                await self._move(row, m, "terminated")
+                return
+            else:  # pause
+                esc = await self._tell(row, m, verdict, kind="approval")
+                await self._move(row, m, "waiting")
+                await self._set(row, m.agent, m.replica, waiting_on=esc.id)
+                return
+        await self._set(row, m.agent, m.replica, feedback=feedback)
         path = f"{row.name}/{agent.name}.{m.replica}"
         actions = tree.exited(path, reason, self.kernel.clock.now())  # type: ignore[arg-type]
         restarted = {a.path for a in actions if a.kind == "restart"}
@@ -193,6 +234,49 @@ class FleetReconciler:
             await self._move(row, m, "succeeded" if reason == "normal" else "failed")
         for action in actions:
             await self._act(row, action)
+
+    async def _paused(self, row: Any, agent: AgentSpec, m: Any) -> None:
+        esc = await in_org(self.kernel.db, escalations_table, row.org_id, m.waiting_on)
+        if esc is not None and esc.state != "resolved":
+            return
+        await self._set(row, m.agent, m.replica, waiting_on=None)
+        if esc is not None and (esc.resolution or {}).get("resume", True) is not False:
+            await self._start(row, agent, m.replica, m.agent_id, restarts=m.restarts + 1,
+                              feedback=m.feedback)  # fmt: skip
+        else:
+            await self._move(row, m, "terminated")
+
+    async def _tell(self, row: Any, m: Any, verdict: Any, *, kind: str) -> Any:
+        """An evaluator's failed check, in the inbox (once per run and evaluator)."""
+        ev = verdict.evaluator
+        run = m.task_id or m.sandbox_id
+        esc, _ = await escalations.raise_(
+            self.kernel.db, org_id=row.org_id, source=f"fleet:{row.name}",
+            summary=f"{ev.name} failed on {m.agent}.{m.replica}: {verdict.detail}"[:2000],
+            context={"fleet": row.name, "agent": m.agent, "replica": m.replica,
+                     "evaluator": ev.name, "action": ev.action, "run": run},
+            dedupe_key=f"eval:{row.name}:{m.agent}.{m.replica}:{run}:{ev.name}",
+            raised_by="system", now=self.kernel.clock.now(), kind=kind,
+        )  # fmt: skip
+        return esc
+
+    async def _outcome(self, row: Any, m: Any, state: str) -> evaluators.Outcome:
+        """What the finished run left: a task's result, or a command's output."""
+        outcome = evaluators.Outcome(succeeded=state == "succeeded")
+        if m.task_id:
+            async with self.kernel.db.read() as conn:
+                found = await conn.execute(select(tasks.c.result).where(tasks.c.id == m.task_id))
+                outcome.result = found.scalar() or {}
+        elif m.sandbox_id:
+            try:
+                out: Any = await self.kernel.invoke(
+                    "sandbox.commands.output", {"sandbox": m.sandbox_id, "command": m.command_id},
+                    principal=Principal.system(row.org_id),
+                )  # fmt: skip
+                outcome.output = (out.stdout + out.stderr)[-evaluators.OUTPUT_TAIL :]
+            except errors.NotFound:
+                pass
+        return outcome
 
     async def _act(self, row: Any, action: Any) -> None:
         spec = FleetSpec.model_validate(row.spec)
@@ -222,7 +306,8 @@ class FleetReconciler:
             if member.state not in FINAL:
                 await self._move(row, member, "terminated")
             return
-        await self._start(row, agent, int(replica), member.agent_id, restarts=member.restarts + 1)
+        await self._start(row, agent, int(replica), member.agent_id,
+                          restarts=member.restarts + 1, feedback=member.feedback)  # fmt: skip
 
     async def _end(self, row: Any, member: Any, state: str) -> None:
         await self._stop_run(row, member)

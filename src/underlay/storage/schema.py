@@ -323,6 +323,8 @@ fleet_members = Table(
     Column("sandbox_id", ID),  # ...or a sandbox and its command (command programs)
     Column("command_id", ID),
     Column("token_id", ID),  # the command run's token, revoked when the run ends
+    Column("feedback", Text),  # an evaluator's, for the next run
+    Column("waiting_on", ID),  # paused by an evaluator: the escalation that resumes it
     Column("state", String(16), nullable=False),  # the lifecycle's states
     Column("restarts", Integer, nullable=False),
     Column("updated_at", Float, nullable=False),
