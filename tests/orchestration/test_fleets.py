@@ -87,6 +87,13 @@ async def test_members_get_identities_and_runs_and_scale_down_stops_one(
             break
         await asyncio.sleep(0.05)
     assert list(worker._running) == [fleet.members[0].task_id]
+    await ul.fleets.apply(  # scaled back up: the terminated member runs again
+        spec=spec("agent_forever", replicas=2, input={"log": str(log)}, budget="1.00 USD")
+    )
+    fleet = await reconcile_until(
+        reconciler, ul, lambda f: [m.state for m in f.members] == ["running"] * 2
+    )
+    assert [m.agent_id for m in fleet.members] == ids  # the same identities
     await ul.fleets.delete(name="crew")
     fleet = await reconcile_until(
         reconciler, ul, lambda f: all(m.state == "terminated" for m in f.members)
@@ -121,3 +128,7 @@ async def test_a_crash_loop_is_restarted_then_escalated_exactly_once(
     [esc] = (await ul.escalations.list()).items
     assert esc.id == fleet.escalation_id and esc.source == "fleet:crew"
     assert "more than 2 restarts in 60 s" in esc.summary
+    again = await ul.fleets.apply(spec=spec("agent_crash", replicas=1))  # the same spec
+    assert again.applied and again.changes[0].startswith("~ restart: the fleet gave up")
+    fleet = await reconcile_until(reconciler, ul, lambda f: f.escalation_id is not None)
+    assert fleet.generation == 2 and len((await ul.escalations.list()).items) == 2

@@ -47,6 +47,8 @@ async def apply(
         row = _row(conn, org_id, spec.name)
         old = FleetSpec.model_validate(row.spec) if row is not None and not row.deleted else None
         changes = diff(old, spec)
+        if old is not None and row.escalation_id and not changes:
+            changes = [f"~ restart: the fleet gave up ({row.escalation_id}); it runs again"]
         generation = (row.generation if row is not None else 0) + (1 if changes else 0)
         if dry_run or not changes:
             return generation, changes

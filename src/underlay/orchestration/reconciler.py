@@ -12,7 +12,10 @@ Each round (``reconcile_once``), for every fleet:
   become new runs, stops end runs, and when the root gives up the fleet escalates to the
   inbox exactly once (keyed by fleet and generation) and its members are terminated;
 * members no longer desired (fewer replicas, an agent removed, the fleet deleted) have
-  their run cancelled and are ``terminated``.
+  their run cancelled and are ``terminated``;
+* a member that finished (succeeded, failed, terminated) runs again when the fleet is
+  applied anew (a new generation: scaled back up, re-applied after a delete or after
+  giving up).
 
 The member's state follows the lifecycle (lifecycle.py); a restart is a new run, from
 ``pending``. Restart history lives in this process (one tree per fleet generation): a
@@ -85,6 +88,8 @@ class FleetReconciler:
                 await self._create(row, agent, key[1])
             elif member.state not in FINAL:
                 await self._observe(row, tree, agent, member)
+            elif member.generation < row.generation:  # re-applied: a finished member runs again
+                await self._start(row, agent, key[1], member.agent_id, restarts=0)
 
     def _tree(self, row: Any, spec: FleetSpec) -> SupervisionTree:
         key = (row.org_id, row.name, row.generation)
@@ -117,6 +122,7 @@ class FleetReconciler:
                 fleet_members.insert().values(
                     org_id=row.org_id, fleet=row.name, agent=agent.name, replica=replica,
                     agent_id=made.id, task_id=None, state="pending", restarts=0, updated_at=now,
+                    generation=row.generation,
                 )
             )  # fmt: skip
         await self._start(row, agent, replica, made.id, restarts=0)
@@ -149,7 +155,7 @@ class FleetReconciler:
         )
         await self._set(row, agent.name, replica, state="starting", task_id=task_id,
                         sandbox_id=None, command_id=None, token_id=None,
-                        restarts=restarts)  # fmt: skip
+                        restarts=restarts, generation=row.generation)  # fmt: skip
         self.kernel.wake_workers()
 
     async def _start_sandbox(
@@ -188,7 +194,7 @@ class FleetReconciler:
         )
         await self._set(row, agent.name, replica, state="starting", task_id=None,
                         sandbox_id=sandbox.id, command_id=command.id, token_id=issued.info.id,
-                        restarts=restarts)  # fmt: skip
+                        restarts=restarts, generation=row.generation)  # fmt: skip
 
     async def _observe(self, row: Any, tree: SupervisionTree, agent: AgentSpec, m: Any) -> None:
         if m.waiting_on:  # paused by an evaluator: a human's answer resumes or ends it

@@ -327,5 +327,6 @@ fleet_members = Table(
     Column("waiting_on", ID),  # paused by an evaluator: the escalation that resumes it
     Column("state", String(16), nullable=False),  # the lifecycle's states
     Column("restarts", Integer, nullable=False),
+    Column("generation", Integer, nullable=False),  # of the fleet, at this member's last run
     Column("updated_at", Float, nullable=False),
 )
