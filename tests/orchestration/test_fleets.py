@@ -132,3 +132,19 @@ async def test_a_crash_loop_is_restarted_then_escalated_exactly_once(
     assert again.applied and again.changes[0].startswith("~ restart: the fleet gave up")
     fleet = await reconcile_until(reconciler, ul, lambda f: f.escalation_id is not None)
     assert fleet.generation == 2 and len((await ul.escalations.list()).items) == 2
+
+
+async def test_a_member_created_but_never_started_is_started(
+    ul: AsyncUnderlay, kernel: Kernel, worker: Worker
+) -> None:
+    from sqlalchemy import update
+
+    from underlay.storage.schema import fleet_members
+
+    await ul.fleets.apply(spec=spec("agent_done", replicas=1, restart="transient"))
+    reconciler = FleetReconciler(kernel)
+    await reconcile_until(reconciler, ul, lambda f: f.members[0].state == "succeeded")
+    async with kernel.db.write() as conn:  # as if the reconciler died between two writes
+        await conn.execute(update(fleet_members).values(state="pending", task_id=None))
+    done = await reconcile_until(reconciler, ul, lambda f: f.members[0].state == "succeeded")
+    assert done.members[0].task_id is not None

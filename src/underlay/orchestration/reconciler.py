@@ -201,6 +201,9 @@ class FleetReconciler:
             await self._paused(row, agent, m)
             return
         state = await self._run_state(row, m)
+        if state is None:  # created, never started (the last reconciler stopped in between)
+            await self._start(row, agent, m.replica, m.agent_id, restarts=m.restarts)
+            return
         if state in RUNNING_STATES:
             target = RUNNING_STATES[state]
             if target != m.state:
