@@ -43,7 +43,7 @@ def test_rules() -> None:
 
 
 async def test_bad_evaluators_are_named(ul: AsyncUnderlay) -> None:
-    with pytest.raises(errors.InvalidInput, match="exactly one of rule or command"):
+    with pytest.raises(errors.InvalidInput, match="exactly one of rule, command or llm"):
         await ul.fleets.apply(spec=fleet("kill", **{"rule": OK, "command": "true"}))
     with pytest.raises(errors.InvalidInput, match="unknown"):
         await ul.fleets.apply(spec=fleet("kill", rule={"colour": "red"}))
@@ -102,3 +102,58 @@ async def test_pause_waits_for_a_human_who_resumes_or_stops_it(
     assert second.id != first.id and one(again).restarts == 1
     await ul.escalations.resolve(escalation_id=second.id, resolution={"resume": False})
     await reconcile_until(reconciler, ul, lambda f: one(f).state == "terminated")
+
+
+JUDGE_KEY = "sk-fake-judge-0123456789-never-shown"
+
+
+@pytest.fixture
+async def judge(monkeypatch: pytest.MonkeyPatch) -> Any:
+    from underlay.orchestration.evaluators import JUDGE_PROMPT
+    from underlay.testing.fake_chat import FakeChatCompletions
+
+    monkeypatch.setenv("JUDGE_KEY", JUDGE_KEY)
+    keys = {"instructions", "succeeded", "result", "output"}
+    server = FakeChatCompletions("judge-1", JUDGE_KEY, JUDGE_PROMPT, keys)
+    await server.start()
+    yield server
+    await server.close()
+    assert server.problems == []
+
+
+def judged(base_url: str) -> dict[str, Any]:
+    llm = {"base_url": base_url, "model": "judge-1", "api_key_env": "JUDGE_KEY",
+           "instructions": "the agent must report ok", "timeout_seconds": 5}  # fmt: skip
+    return fleet("escalate", llm=llm)
+
+
+@pytest.mark.parametrize("verdict", [True, False])
+async def test_an_llm_judge_reads_the_run_and_gives_the_verdict(
+    ul: AsyncUnderlay, kernel: Kernel, worker: Worker, judge: Any, verdict: bool
+) -> None:
+    import json
+
+    judge.content = json.dumps({"pass": verdict, "reason": "it said ok=false"})
+    await ul.fleets.apply(spec=judged(judge.base_url))
+    reconciler = FleetReconciler(kernel)
+    await reconcile_until(reconciler, ul, lambda f: one(f).state == "succeeded")
+    [asked] = judge.requests
+    sent = json.loads(asked["json"]["messages"][1]["content"])
+    assert sent["instructions"] == "the agent must report ok" and sent["result"]["ok"] is False
+    raised = (await ul.escalations.list()).items
+    if verdict:
+        assert raised == []
+    else:
+        [esc] = raised
+        assert "graded failed on helper.0: the judge: it said ok=false" in esc.summary
+
+
+async def test_no_verdict_fails_the_check_and_never_shows_the_key(
+    ul: AsyncUnderlay, kernel: Kernel, worker: Worker, judge: Any
+) -> None:
+    judge.status = 500
+    await ul.fleets.apply(spec=judged(judge.base_url))
+    await reconcile_until(FleetReconciler(kernel), ul, lambda f: one(f).state == "succeeded")
+    [esc] = (await ul.escalations.list()).items
+    assert "no verdict: LLM judge at 127.0.0.1:" in esc.summary and "HTTP 500" in esc.summary
+    assert JUDGE_KEY not in esc.summary and JUDGE_KEY not in str(esc.context)

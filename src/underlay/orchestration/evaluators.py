@@ -2,20 +2,26 @@
 
 Each evaluator of a fleet (for its ``agents``, or all) checks a run when it ends, before
 its sandbox goes: a ``rule`` on the outcome (did it succeed, does the Python program's
-result hold these values, did the command print this text) or a test ``command`` run in
-the member's own sandbox (exit 0 passes). The reconciler acts on the failed ones —
-``restart`` (a new run given the feedback), ``kill``, ``pause`` (wait for a human),
-``escalate`` — in the order they are declared.
+result hold these values, did the command print this text), a test ``command`` run in
+the member's own sandbox (exit 0 passes), or an ``llm`` judge (any OpenAI-compatible
+endpoint; no verdict — it is down, it answers nonsense — fails the check). The
+reconciler acts on the failed ones — ``restart`` (a new run given the feedback),
+``kill``, ``pause`` (wait for a human), ``escalate`` — in the order they are declared.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from underlay import errors
 from underlay.kernel.context import Principal
-from underlay.orchestration.fleet_models import EvaluatorSpec
+from underlay.llm import ChatClient, LLMSettings
+from underlay.orchestration.fleet_models import EvaluatorSpec, Judge
 
 OUTPUT_TAIL = 4000  # characters of a command's output kept for rules and feedback
 
@@ -63,12 +69,45 @@ async def judge(
             continue
         if ev.check.rule is not None:
             passed, detail = rule_passes(ev.check.rule, outcome)
+        elif ev.check.llm is not None:
+            passed, detail = await _judge(ev.check.llm, outcome)
         elif sandbox_id is None:
             passed, detail = False, "a command check needs a command program's sandbox"
         else:
             passed, detail = await _command(kernel, org_id, sandbox_id, ev.check.command or "")
         verdicts.append(Verdict(ev, passed, detail))
     return verdicts
+
+
+JUDGE_PROMPT = """\
+You judge one finished run of an AI agent against the user's instructions. The user sends \
+JSON: {"instructions": text, "succeeded": bool, "result": object, "output": text}. Reply \
+with JSON only, exactly {"pass": bool, "reason": str}: pass is true only when the run does \
+what the instructions ask; reason says why in one sentence.
+"""
+
+
+class _Judgement(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    passed: bool = Field(alias="pass")
+    reason: str = Field(max_length=2000)
+
+
+async def _judge(judge: Judge, outcome: Outcome) -> tuple[bool, str]:
+    key = os.environ.get(judge.api_key_env) if judge.api_key_env else None
+    chat = ChatClient(
+        LLMSettings(judge.base_url, judge.model, key, judge.timeout_seconds), "LLM judge"
+    )
+    user = json.dumps({"instructions": judge.instructions, "succeeded": outcome.succeeded,
+                       "result": outcome.result, "output": outcome.output})  # fmt: skip
+    try:
+        verdict = await chat.complete_json(JUDGE_PROMPT, user, _Judgement)
+    except errors.UnderlayError as exc:  # no verdict is a failed check, with why
+        return False, f"no verdict: {exc.message}"
+    finally:
+        await chat.aclose()
+    return verdict.passed, f"the judge: {verdict.reason}"
 
 
 async def _command(kernel: Any, org_id: str, sandbox_id: str, command: str) -> tuple[bool, str]:

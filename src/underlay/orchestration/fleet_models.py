@@ -51,19 +51,31 @@ class SupervisionSpec(StrictModel):
     period: float = Field(default=60.0, gt=0, le=86400)
 
 
+class Judge(StrictModel):
+    """An LLM judge: any OpenAI-compatible endpoint, given the instructions and the run."""
+
+    base_url: str = Field(description="e.g. http://127.0.0.1:11434/v1")
+    model: str = Field(min_length=1)
+    api_key_env: str | None = Field(default=None, description="variable holding the key")
+    instructions: str = Field(min_length=1, max_length=8000)
+    timeout_seconds: float = Field(default=60.0, gt=0, le=600)
+
+
 class Check(StrictModel):
     """What an evaluator checks when a member's run ends: exactly one of ``rule`` — on the
     run's outcome: ``succeeded`` (bool), ``result`` (key/values the Python program's
-    result must hold), ``output_contains`` (text the command printed) — or ``command``,
-    a test command run in the member's sandbox before it goes (exit 0 passes)."""
+    result must hold), ``output_contains`` (text the command printed) —, ``command``, a
+    test command run in the member's sandbox before it goes (exit 0 passes), or ``llm``, a
+    judge model that reads the outcome and answers pass or fail with a reason."""
 
     rule: dict[str, Any] | None = None
     command: str | None = Field(default=None, min_length=1, max_length=10_000)
+    llm: Judge | None = None
 
     @model_validator(mode="after")
     def _one_kind(self) -> Check:
-        if (self.rule is None) == (self.command is None):
-            raise ValueError("check: give exactly one of rule or command")
+        if sum(x is not None for x in (self.rule, self.command, self.llm)) != 1:
+            raise ValueError("check: give exactly one of rule, command or llm")
         unknown = set(self.rule or {}) - {"succeeded", "result", "output_contains"}
         if unknown:
             raise ValueError(f"check.rule: unknown {sorted(unknown)} (succeeded, result, "
