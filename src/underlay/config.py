@@ -79,6 +79,13 @@ class OrchestrationConfig(BaseModel):
     dead_after_seconds: float = Field(default=3.0, gt=0)  # silent this long: declared dead
     poll_seconds: float = Field(default=0.05, gt=0)
     dbos_url: str | None = None  # DBOS's system database; default home/dbos.sqlite or database_url
+    retention_days: float | None = Field(
+        default=7.0,
+        ge=0,
+        description="finished tasks (with attempts and DBOS workflows) older than this are "
+        "deleted by `underlay up`; None or 0: keep forever",
+    )
+    retention_every_seconds: float = Field(default=3600.0, gt=0)  # how often it prunes
 
 
 class Config(BaseModel):

@@ -2,7 +2,9 @@
 
 ``ChatClient.complete_json(system, user, shape)`` posts ``{base_url}/chat/completions``
 (JSON mode, temperature 0) and validates the answer's content against ``shape`` (a
-pydantic model). Anything else — a non-2xx status, a timeout, a refused connection,
+pydantic model). ``ChatClient.chat(messages, tools)`` is one turn of a conversation with
+function tools (the built-in agent loop): the assistant's message, its text and its tool
+calls. Anything else — a non-2xx status, a timeout, a refused connection,
 content that is not the expected JSON — raises :class:`underlay.errors.Unavailable`
 (retryable), naming the caller (``label``), the endpoint as ``host:port`` and the
 problem, never the API key (kept out of ``repr`` too).
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import httpx
 from pydantic import BaseModel, Field, ValidationError
@@ -22,8 +24,20 @@ from underlay import errors
 M = TypeVar("M", bound=BaseModel)
 
 
+class _Function(BaseModel):
+    name: str
+    arguments: str = "{}"
+
+
+class _ToolCall(BaseModel):
+    id: str
+    type: str = "function"
+    function: _Function
+
+
 class _Message(BaseModel):
     content: str | None = None
+    tool_calls: list[_ToolCall] | None = None
 
 
 class _Choice(BaseModel):
@@ -34,6 +48,34 @@ class _Completion(BaseModel):
     """The part of an OpenAI chat completion that is read; other members are ignored."""
 
     choices: list[_Choice] = Field(min_length=1)
+    usage: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: str  # JSON text, as the model wrote it (it may not parse)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One assistant turn: its text, the tools it calls, and the tokens it used."""
+
+    content: str | None
+    tool_calls: tuple[ToolCall, ...]
+    tokens: int
+
+    def as_message(self) -> dict[str, Any]:
+        """The turn as the ``assistant`` message the next request must repeat."""
+        message: dict[str, Any] = {"role": "assistant", "content": self.content}
+        if self.tool_calls:
+            message["tool_calls"] = [
+                {"id": c.id, "type": "function",
+                 "function": {"name": c.name, "arguments": c.arguments}}
+                for c in self.tool_calls
+            ]  # fmt: skip
+        return message
 
 
 @dataclass(frozen=True)
@@ -84,13 +126,38 @@ class ChatClient:
             await self._client.aclose()
 
     async def complete_json(self, system: str, user: str, shape: type[M]) -> M:
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+        completion = await self._post(
+            {"messages": messages, "response_format": {"type": "json_object"}}
+        )
+        text = completion.choices[0].message.content
+        if text is None:
+            self._fail("returned no message content")
+        try:
+            return shape.model_validate_json(text)
+        except ValidationError as exc:
+            self._malformed(exc)
+
+    async def chat(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+    ) -> Reply:
+        """One assistant turn after ``messages``, offered ``tools`` (function schemas)."""
+        body: dict[str, Any] = {"messages": messages}
+        if tools:
+            body["tools"] = tools
+        completion = await self._post(body)
+        message = completion.choices[0].message
+        calls = tuple(
+            ToolCall(c.id, c.function.name, c.function.arguments) for c in message.tool_calls or ()
+        )
+        if message.content is None and not calls:
+            self._fail("returned neither text nor tool calls")
+        tokens = int((completion.usage or {}).get("total_tokens") or 0)
+        return Reply(message.content, calls, tokens)
+
+    async def _post(self, body: dict[str, Any]) -> _Completion:
         s = self.settings
-        body = {
-            "model": s.model,
-            "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}],
-            "response_format": {"type": "json_object"},
-            "temperature": 0,
-        }
+        body = {"model": s.model, **body, "temperature": 0}
         try:
             async with asyncio.timeout(s.timeout_seconds):  # overall, not per read
                 response = await self._client.post(
@@ -111,15 +178,14 @@ class ChatClient:
         if not 200 <= status < 300:
             self._fail(f"failed (HTTP {status})")
         try:
-            completion = _Completion.model_validate_json(response.content)
-            text = completion.choices[0].message.content
-            if text is None:
-                self._fail("returned no message content")
-            return shape.model_validate_json(text)
+            return _Completion.model_validate_json(response.content)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "reply"
-            self._fail(f"returned malformed output ({where}: {first['msg']})")
+            self._malformed(exc)
+
+    def _malformed(self, exc: ValidationError) -> NoReturn:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "reply"
+        self._fail(f"returned malformed output ({where}: {first['msg']})")
 
     def _fail(self, problem: str) -> NoReturn:
         key = self.settings.api_key

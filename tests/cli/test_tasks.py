@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
+from underlay.config import Config
+from underlay.kernel.kernel import Kernel
+from underlay.orchestration.queue import NewTask, TaskQueue
+from underlay.types import Money
+
 from .conftest import Cli
 
 
@@ -53,5 +60,35 @@ def test_costs_and_attempts(cli: Cli) -> None:
     made = cli.json("tasks", "submit", "noop")
     assert cli.json("tasks", "attempts", made["id"])["items"] == []  # not claimed yet
     assert cli.json("costs", "--by", "queue") == {"by": "queue", "rows": []}
+    assert cli.json("costs", "--by", "agent") == {"by": "agent", "rows": []}
     bad = cli("costs", "--by", "colour")
     assert bad.exit_code == 2 and "(field: by)" in bad.stderr
+
+
+def test_costs_show_money_per_task_and_per_agent(cli: Cli, config: Config) -> None:
+    agent = cli.json("agents", "create", "fixer", "--budget", "1.00 USD")
+
+    async def run_a_task_that_spends() -> None:  # the ledger posts as a task's syscall would
+        k = await Kernel.open(config)
+        try:
+            org, q = agent["org_id"], TaskQueue(k.db)
+            await q.submit(NewTask(org, "q", "fix", {}, agent["id"]), 1.0)
+            [lease] = await q.claim(await q.register_worker("h", 1, ["q"], 1.0), ["q"], 1, 1.0)
+            for n, amount in enumerate(("0.25", "0.05")):
+                await k.ledger.transfer(
+                    org, f"t{n}", ("agent", agent["id"]), ("usage", org),
+                    Money(amount, "USD"), task_id=lease.task_id if n == 0 else None,
+                    attempt=lease.attempt,
+                )  # fmt: skip
+            await q.complete(lease, {}, 3.0)
+        finally:
+            await k.close()
+
+    asyncio.run(run_a_task_that_spends())
+    [row] = cli.json("costs", "--by", "agent")["rows"]
+    assert (row["key"], row["spend"], row["spend_per_success"], row["agent_spend"]) == (
+        agent["id"], "0.25 USD", "0.25 USD", "0.30 USD",
+    )  # fmt: skip
+    table = cli.ok("costs", "--by", "agent").stdout
+    assert "spend_per_success" in table and "agent_spend" in table and "0.30 USD" in table
+    assert "agent_spend" not in cli.ok("costs").stdout

@@ -4,30 +4,37 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from kernel.helpers import open_kernel
 from underlay.kernel.kernel import Kernel
 from underlay.orchestration.worker import Worker, dbos_url
 from underlay.sdk.client import AsyncUnderlay
+
+__all__ = ["open_kernel", "reconcile_until", "settle", "worker"]
 
 TESTS = str(Path(__file__).resolve().parents[1])  # tests/: orchestration.steps_handler
 
 
 @pytest.fixture
-async def worker(kernel: Kernel, monkeypatch: pytest.MonkeyPatch) -> Worker:
-    """A worker on the test kernel's database that can import the test handlers."""
+async def worker(kernel: Kernel, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Worker]:
+    """A worker on the test kernel's database that can import the test handlers (stopped
+    with a short deadline: members still running at the end are cancelled)."""
     monkeypatch.syspath_prepend(TESTS)
     monkeypatch.setenv("PYTHONPATH", TESTS + os.pathsep + os.environ.get("PYTHONPATH", ""))
     settings = kernel.config.orchestration.model_copy(
         update={"poll_seconds": 0.01, "heartbeat_seconds": 0.2}
     )
-    w = Worker(kernel.tasks(), settings, dbos_url(kernel.config))
+    w = Worker(kernel.tasks(), settings, dbos_url(kernel.config), kernel=kernel)
     await w.start()
-    kernel.workers.append(w)  # the kernel stops it on close
-    return w
+    kernel.workers.append(w)  # submits in this process poke it
+    yield w
+    kernel.workers.remove(w)
+    await w.stop(deadline_seconds=0.2)
 
 
 async def settle(ul: AsyncUnderlay, task_id: str, state: str) -> Any:

@@ -108,3 +108,25 @@ async def agent_crash(run: TaskRun, payload: dict[str, Any]) -> dict[str, Any]:
 async def agent_graded(run: TaskRun, payload: dict[str, Any]) -> dict[str, Any]:
     """A fleet agent that gets it right only once it was given feedback."""
     return {"ok": bool(payload.get("feedback")), "feedback": payload.get("feedback")}
+
+
+async def agent_beating(run: TaskRun, payload: dict[str, Any]) -> dict[str, Any]:
+    """A fleet agent that beats every 0.05 s; its progress moves for its first ``moving``
+    beats, then stays where it is."""
+    import asyncio
+
+    beat = 0
+    while True:
+        beat += 1
+        await run.heartbeat(str(min(beat, payload.get("moving", 10**9))))
+        await asyncio.sleep(0.05)
+
+
+async def agent_graceful(run: TaskRun, payload: dict[str, Any]) -> dict[str, Any]:
+    """A fleet agent that notes it was asked to stop, then takes its time cleaning up."""
+    import asyncio
+
+    await run.stopping.wait()
+    _effect(payload["log"], f"stopping {payload['replica']}")
+    await asyncio.sleep(3600)
+    return {}

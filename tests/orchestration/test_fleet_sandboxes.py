@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 
+from underlay import errors
 from underlay.kernel.kernel import Kernel
 from underlay.orchestration.reconciler import FleetReconciler
 from underlay.sdk.client import AsyncUnderlay
@@ -57,23 +59,46 @@ async def test_members_reach_the_api_as_themselves(
         assert len(tokens) == 1 and tokens[0].revoked_at is not None
 
 
-async def test_scale_down_destroys_a_members_sandbox(
+TIDY = "trap 'echo bye > bye; exit 0' TERM; while true; do sleep 0.05; done"
+
+
+async def running_sandboxes(ul: AsyncUnderlay) -> set[str]:
+    return {s.id for s in (await ul.sandbox.list()).items if s.state == "running"}
+
+
+async def test_scale_down_stops_a_members_sandbox_gracefully(
     ul: AsyncUnderlay, kernel: Kernel, base: str
 ) -> None:
-    await ul.fleets.apply(spec=spec("sleep 60", 2))
+    await ul.fleets.apply(spec=spec(TIDY, 2, termination_grace_seconds=1.5))
     reconciler = FleetReconciler(kernel, api_url=base)
     await reconcile_until(reconciler, ul, lambda f: [m.state for m in f.members] == ["running"] * 2)
-    live = {s.id for s in (await ul.sandbox.list()).items if s.state == "running"}
+    live = await running_sandboxes(ul)
     assert len(live) == 2
-    await ul.fleets.apply(spec=spec("sleep 60", 1))
-    await reconcile_until(
+    await ul.fleets.apply(spec=spec(TIDY, 1, termination_grace_seconds=1.5))
+    fleet = await reconcile_until(
         reconciler, ul, lambda f: [m.state for m in f.members] == ["running", "terminated"]
     )
-    still = {s.id for s in (await ul.sandbox.list()).items if s.state == "running"}
-    assert len(still) == 1 and still < live
+    stopped = fleet.members[1].sandbox_id
+    bye = None
+    for _ in range(20):  # SIGTERM first: the command's trap runs within the grace
+        try:
+            bye = await ul.sandbox.files.read(sandbox=stopped, path="bye")
+            break
+        except errors.NotFound:
+            await asyncio.sleep(0.05)
+    assert bye is not None and bye.content == "bye\n"
+    for _ in range(60):  # then the sandbox goes, at the end of the grace
+        if stopped not in await running_sandboxes(ul):
+            break
+        await asyncio.sleep(0.1)
+    assert await running_sandboxes(ul) == live - {stopped}
     await ul.fleets.delete(name="crew")
     await reconcile_until(reconciler, ul, lambda f: all(m.state == "terminated" for m in f.members))
-    assert not [s for s in (await ul.sandbox.list()).items if s.state == "running"]
+    for _ in range(60):
+        if not await running_sandboxes(ul):
+            break
+        await asyncio.sleep(0.1)
+    assert not await running_sandboxes(ul)
 
 
 async def test_a_crashing_command_is_restarted_then_escalated_once(
@@ -101,3 +126,30 @@ async def test_a_test_command_checks_the_work_left_in_the_sandbox(
     [esc] = (await ul.escalations.list()).items  # has-hello passed: no kill
     assert esc.summary.startswith("has-bye failed on sh.0: the check exited 1")
     assert (await ul.sandbox.get(sandbox=done.members[0].sandbox_id)).state == "destroyed"
+
+
+async def test_a_members_sandbox_has_its_resources_and_memory_scope(
+    ul: AsyncUnderlay, kernel: Kernel, base: str
+) -> None:
+    resources = {"cpus": 0.5, "memory_mb": 256, "pids": 64, "disk_mb": 64}
+    command = 'printf %s "$UNDERLAY_MEMORY_SCOPE" > scope; sleep 60'
+    await ul.fleets.apply(spec=spec(command, 1, resources=resources, termination_grace_seconds=0))
+    reconciler = FleetReconciler(kernel, api_url=base)
+    fleet = await reconcile_until(reconciler, ul, lambda f: f.members[0].state == "running")
+    sandbox = await ul.sandbox.get(sandbox=fleet.members[0].sandbox_id)
+    assert sandbox.limits.model_dump() == resources
+    assert sorted(sandbox.env_names) == ["UNDERLAY_MEMORY_SCOPE", "UNDERLAY_TOKEN", "UNDERLAY_URL"]
+    scope = None
+    for _ in range(40):
+        try:
+            scope = await ul.sandbox.files.read(sandbox=sandbox.id, path="scope")
+            break
+        except errors.NotFound:
+            await asyncio.sleep(0.05)
+    assert scope is not None and scope.content == '{"agent_id": "crew.sh"}'
+    await ul.fleets.delete(name="crew")
+    await reconcile_until(reconciler, ul, lambda f: f.members[0].state == "terminated")
+    assert (await ul.sandbox.get(sandbox=sandbox.id)).state == "destroyed"  # no grace: at once
+    with pytest.raises(errors.InvalidInput, match="resources apply to command programs"):
+        python = {"name": "p", "program": {"python": "m:f"}, "resources": resources}
+        await ul.fleets.apply(spec={"name": "bad", "agents": [python]})

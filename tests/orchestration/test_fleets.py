@@ -28,6 +28,7 @@ def spec(program: str, replicas: int = 2, **agent: Any) -> dict[str, Any]:
                     "input": agent.pop("input", {}),
                 },
                 "replicas": replicas,
+                "termination_grace_seconds": 0.2,
                 **agent,
             }
         ],

@@ -12,6 +12,8 @@ Guarantees:
   concurrent holds cannot overspend (SQLite's write lock, PostgreSQL's row lock).
 * A pending transfer (a hold) is resolved exactly once: posted (fully or partly),
   voided, or voided on expiry. A second resolution is a ``Conflict``.
+* A transfer may name the task attempt it was made for (``task_id``, ``attempt``); the
+  post or void of a hold carries its hold's. Attribution never changes what moves.
 """
 
 from __future__ import annotations
@@ -114,14 +116,18 @@ class Ledger:
         pending_ttl: float | None = None,
         memo: str = "",
         also: Callable[[Connection], Any] | None = None,
+        task_id: str | None = None,
+        attempt: int | None = None,
     ) -> dict[str, Any]:
         """A posted transfer, or a pending one (a hold) when ``pending_ttl`` is given.
 
         ``also(connection)`` runs in the same transaction when the transfer is new, so a
-        caller's own bookkeeping of the transfer commits with it or not at all."""
+        caller's own bookkeeping of the transfer commits with it or not at all.
+        ``task_id`` and ``attempt`` record the task attempt the transfer was made for."""
         if amount.amount <= 0:
             raise errors.InvalidInput("a transfer amount must be positive", field="amount")
-        args = (org_id, transfer_id, debit, credit, amount, pending_ttl, memo, also)
+        task = {"task_id": task_id, "attempt": attempt}
+        args = (org_id, transfer_id, debit, credit, amount, pending_ttl, memo, also, task)
         try:
             return await self._transfer(*args)
         except IntegrityError:  # a concurrent twin with this id committed first: replay it
@@ -137,12 +143,13 @@ class Ledger:
         pending_ttl: float | None,
         memo: str,
         also: Callable[[Connection], Any] | None,
+        task: dict[str, Any],
     ) -> dict[str, Any]:
         now = self.now()
 
         def work(conn: Connection) -> dict[str, Any]:
             row, created = _transfer_in(
-                conn, org_id, transfer_id, debit, credit, amount, pending_ttl, memo, now
+                conn, org_id, transfer_id, debit, credit, amount, pending_ttl, memo, now, task
             )
             if also is not None and created:
                 also(conn)
@@ -258,6 +265,7 @@ def _transfer_in(
     pending_ttl: float | None,
     memo: str,
     now: float,
+    task: dict[str, Any],
 ) -> tuple[dict[str, Any], bool]:
     """The transfer, and whether it was created now (False: an identical replay)."""
     kind = "pending" if pending_ttl is not None else "single"
@@ -277,6 +285,7 @@ def _transfer_in(
         memo=memo[:500],
         created_at=now,
         expires_at=now + pending_ttl if pending_ttl is not None else None,
+        **task,
     )
     if existing is not None:
         return _same_or_conflict(existing, row), False
@@ -324,6 +333,8 @@ def _resolve_in(
         expires_at=None,
         memo=memo[:500],
         created_at=now,
+        task_id=pending["task_id"],  # the hold's attribution
+        attempt=pending["attempt"],
     )
     try:
         inserted = conn.execute(T.insert().values(**row))

@@ -18,7 +18,9 @@ from underlay.sdk.client import AsyncUnderlay
 KINDS = ("fleet", "fleets")
 Kind = Annotated[str, typer.Argument(help="What: fleet (or fleets).")]
 NameArg = Annotated[str, typer.Argument(help="Fleet name.")]
-MEMBER_COLUMNS = ("agent", "replica", "state", "restarts", "agent_id", "task_id", "sandbox_id")
+MEMBER_COLUMNS = (
+    "agent", "replica", "state", "restarts", "progress", "agent_id", "task_id", "sandbox_id",
+)  # fmt: skip
 
 
 def _kind(kind: str) -> None:
@@ -78,14 +80,16 @@ def get(ctx: typer.Context, kind: Kind, json_: JsonOpt = False) -> None:
 
 
 def describe(ctx: typer.Context, kind: Kind, name: NameArg, json_: JsonOpt = False) -> None:
-    """One fleet: its spec and every member (identity, run, lifecycle state, restarts)."""
+    """One fleet: its spec as declared and every member (identity, run, lifecycle state,
+    restarts, last reported progress)."""
 
     async def action(ul: AsyncUnderlay) -> Any:
         _kind(kind)
         return await ul.fleets.get(name=name)
 
     def show(fleet: Any, console: Console) -> None:
-        console.print(yaml.safe_dump(fleet.spec.model_dump(mode="json"), sort_keys=False))
+        declared = fleet.spec.model_dump(mode="json", exclude_defaults=True)
+        console.print(yaml.safe_dump(declared, sort_keys=False))
         console.print(render.table(fleet.members, MEMBER_COLUMNS))
         if fleet.escalation_id:
             console.print(f"escalated: {fleet.escalation_id}", style="red")

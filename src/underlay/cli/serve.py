@@ -3,7 +3,8 @@
 Both open the embedded kernel under ``--home`` in this process and hand it to a
 surface: ``underlay.server.app.serve`` or ``underlay.mcp.stdio.run_stdio``. ``up``
 prints where it listens and where the admin token file is (never the token), then
-serves until Ctrl-C or SIGTERM and shuts down cleanly with exit code 0.
+serves until Ctrl-C or SIGTERM and shuts down cleanly with exit code 0. Beside the
+server, ``up`` runs the fleet reconciler and the retention loop (``retention.forever``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from underlay import errors
 from underlay.cli.runtime import JsonOpt, emit_json, err, guard, out, state, wants_json
 from underlay.config import Config
 from underlay.kernel.kernel import Kernel
+from underlay.orchestration import retention
 from underlay.orchestration.child import WorkerChild
 from underlay.orchestration.reconciler import FleetReconciler
 
@@ -90,11 +92,13 @@ async def _up(config: Config, serve: Callable[..., Awaitable[Any]], as_json: boo
         child = WorkerChild(config.home)
         reconciler = FleetReconciler(kernel)
         fleets = asyncio.create_task(reconciler.forever(), name="fleet-reconciler")
+        pruner = asyncio.create_task(retention.forever(kernel.db, config), name="retention")
         try:
             await serve(kernel, config.host, config.port, ready=ready)
         finally:
             fleets.cancel()
-            await asyncio.gather(fleets, return_exceptions=True)
+            pruner.cancel()
+            await asyncio.gather(fleets, pruner, return_exceptions=True)
             await child.stop()
     finally:
         await kernel.close()

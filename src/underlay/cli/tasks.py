@@ -1,4 +1,4 @@
-"""``underlay tasks``: submit durable tasks, list and inspect them, cancel them."""
+"""``underlay tasks``: submit durable tasks, list and inspect them, cancel and prune them."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from underlay.cli.parsing import read_data
 from underlay.cli.runtime import IdemOpt, JsonOpt, execute
 from underlay.sdk.client import AsyncUnderlay
 
-app = typer.Typer(help="Durable tasks: submit, list, inspect, cancel.", no_args_is_help=True)
+app = typer.Typer(help="Durable tasks: submit, list, inspect, cancel, prune.", no_args_is_help=True)
 COLUMNS = ("id", "handler", "queue", "state", "attempts", "priority")
 IdArg = Annotated[str, typer.Argument(help="Task id.")]
 
@@ -100,20 +100,51 @@ def attempts(ctx: typer.Context, task_id: IdArg, json_: JsonOpt = False) -> None
     execute(ctx, action, show, json_=json_, label="reading")
 
 
+@app.command("prune")
+def prune(
+    ctx: typer.Context,
+    older_than: Annotated[
+        float, typer.Option("--older-than", help="Days since the task finished (> 0).")
+    ],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Count, delete nothing.")] = False,
+    json_: JsonOpt = False,
+) -> None:
+    """Delete finished tasks older than N days, with their attempts and DBOS workflows.
+
+    Operators only. Kept: unfinished tasks, and those an open escalation or a live fleet
+    member needs.
+    """
+
+    async def action(ul: AsyncUnderlay) -> Any:
+        return await ul.tasks.prune(older_than_days=older_than, dry_run=dry_run)
+
+    def show(report: Any, console: Console) -> None:
+        verb = "would prune" if report.dry_run else "pruned"
+        console.print(
+            f"{verb} {report.tasks} tasks, {report.attempts} attempts and {report.workflows} "
+            f"DBOS workflows finished before {render.local_time(report.cutoff)}"
+        )
+
+    execute(ctx, action, show, json_=json_, label="pruning")
+
+
 def costs(
     ctx: typer.Context,
-    by: Annotated[str, typer.Option(help="Group by handler or queue.")] = "handler",
+    by: Annotated[str, typer.Option(help="Group by handler, queue or agent.")] = "handler",
     since: Annotated[float, typer.Option(help="Attempts started at or after (epoch s).")] = 0.0,
     json_: JsonOpt = False,
 ) -> None:
-    """What tasks cost in worker time, joined with outcomes: per success, and the retry tax."""
+    """What tasks cost in worker time and money, joined with outcomes: per success, retry tax."""
 
     async def action(ul: AsyncUnderlay) -> Any:
         return await ul.tasks.costs(by=by, since=since)
 
     def show(report: Any, console: Console) -> None:
-        cols = ("key", "tasks", "succeeded", "attempts", "worker_seconds",
-                "seconds_per_success", "attempts_per_success", "retry_tax")  # fmt: skip
-        console.print(render.table(report.rows, cols))
+        cols = ["key", "tasks", "succeeded", "attempts", "worker_seconds",
+                "seconds_per_success", "attempts_per_success", "retry_tax",
+                "spend", "spend_per_success", "spend_retry_tax"]  # fmt: skip
+        if report.by == "agent":
+            cols.append("agent_spend")
+        console.print(render.table(report.rows, tuple(cols)))
 
     execute(ctx, action, show, json_=json_, label="costing")

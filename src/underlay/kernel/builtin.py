@@ -11,6 +11,7 @@ from underlay.kernel.syscalls import group as kernel
 from underlay.memory.syscalls import group as memory
 from underlay.orchestration.escalation_syscalls import group as escalations
 from underlay.orchestration.fleet_syscalls import group as fleets
+from underlay.orchestration.retention_syscalls import group as retention
 from underlay.orchestration.syscalls import group as orchestration
 
 
@@ -26,5 +27,6 @@ def builtin_table() -> SyscallTable:
             orchestration,
             escalations,
             fleets,
+            retention,
         ]
     )

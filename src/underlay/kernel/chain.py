@@ -216,6 +216,8 @@ async def budget(k: Kernel, call: Call, nxt: Next) -> BaseModel:
         cost,
         pending_ttl=k.config.hold_ttl_seconds,
         memo=call.syscall.name,
+        task_id=p.task_id,  # the post (or void) carries the hold's attribution
+        attempt=p.attempt,
     )
     try:
         result = await nxt(call)

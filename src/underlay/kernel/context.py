@@ -50,7 +50,13 @@ def covered_by(requested: str, patterns: tuple[str, ...]) -> bool:
 
 @dataclass(frozen=True)
 class Principal:
-    """An authenticated caller. ``scopes`` (from its token) further narrow ``capabilities``."""
+    """An authenticated caller. ``scopes`` (from its token) further narrow ``capabilities``.
+
+    ``task_id`` and ``attempt`` attribute the caller's spend: set (with
+    ``dataclasses.replace``) on the principal a task's attempt calls syscalls as, every
+    ledger hold and post the budget step makes for it carries them, so ``tasks.costs``
+    can join money with the attempt's outcome. They grant and restrict nothing.
+    """
 
     kind: PrincipalKind
     id: str
@@ -60,6 +66,8 @@ class Principal:
     token_id: str | None = None
     is_operator: bool = False
     expires_at: float | None = None
+    task_id: str | None = None
+    attempt: int | None = None
 
     def allows(self, capability: str) -> bool:
         if capability == SELF:

@@ -4,7 +4,8 @@
 ends the lease (complete, fail, wait, cancel, adoption after a worker's death), so the
 history never disagrees with the task. ``costs`` joins attempts with their outcomes:
 worker-seconds per task and per successful task, attempts per success, and the retry
-tax — the share of worker time spent on attempts that did not succeed.
+tax — the share of worker time spent on attempts that did not succeed (``spend`` adds
+the money).
 """
 
 from __future__ import annotations
@@ -68,12 +69,27 @@ async def history(db: Database, org_id: str, task_id: str) -> list[Any]:
         return list(rows)
 
 
+def group_key(by: str) -> Any:
+    """The column ``costs`` groups attempts by: ``handler``, ``queue``, or ``agent`` (the
+    task's submitter; a fleet member submits its own runs). ``agent`` needs ``tasks``
+    joined on the attempt's task."""
+    return tasks.c.submitted_by if by == "agent" else task_attempts.c[by]
+
+
+def with_task(query: Any, by: str) -> Any:
+    """``query`` over ``task_attempts``, joined with ``tasks`` when ``by`` needs it."""
+    if by != "agent":
+        return query
+    return query.select_from(task_attempts.join(tasks, tasks.c.id == task_attempts.c.task_id))
+
+
 async def costs(db: Database, org_id: str, by: str, since: float) -> list[dict[str, Any]]:
-    """Per ``by`` (handler or queue): tasks, successes, attempts, worker-seconds, retry tax."""
-    key = task_attempts.c[by]
+    """Per ``by`` (handler, queue or agent): tasks, successes, attempts, worker-seconds,
+    retry tax."""
+    key = group_key(by)
     seconds = func.coalesce(task_attempts.c.finished_at - task_attempts.c.started_at, 0.0)
     wasted = case((task_attempts.c.outcome != "succeeded", seconds), else_=0.0)
-    query = (
+    query = with_task(
         select(
             key.label("key"),
             func.count(func.distinct(task_attempts.c.task_id)).label("tasks"),
@@ -81,8 +97,11 @@ async def costs(db: Database, org_id: str, by: str, since: float) -> list[dict[s
             func.sum(case((task_attempts.c.outcome == "succeeded", 1), else_=0)).label("ok"),
             func.sum(seconds).label("seconds"),
             func.sum(wasted).label("wasted"),
-        )
-        .where(task_attempts.c.org_id == org_id, task_attempts.c.started_at >= since)
+        ),
+        by,
+    )
+    query = (
+        query.where(task_attempts.c.org_id == org_id, task_attempts.c.started_at >= since)
         .group_by(key)
         .order_by(key)
     )

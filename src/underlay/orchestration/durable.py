@@ -14,13 +14,19 @@ executor that restarts, and re-queues adopted ones for whichever process polls f
 underlay decides who runs a task (leases with fencing tokens, in ``queue.py``); a
 workflow per attempt keeps DBOS to what it does best, durable checkpoints.
 
-DBOS is one instance per process (``launch`` / ``shutdown`` here); each worker process
-gets its own executor id and the fixed ``APPLICATION_VERSION`` (DBOS's default, a hash
-of the workflow source, would make processes of different builds ignore each other).
+``run.invoke(syscall, args)`` is a step too: a tool call made as the task's agent under
+the task's declared failure policy (tools.py), keyed ``run.key("invoke:<syscall>")``.
+
+DBOS is one instance per process (``launch`` / ``shutdown`` here), and so is what its
+workflows reach of the worker (``_Process``: the database, and the kernel for tool
+calls); each worker process gets its own executor id and the fixed
+``APPLICATION_VERSION`` (DBOS's default, a hash of the workflow source, would make
+processes of different builds ignore each other).
 """
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
@@ -29,7 +35,9 @@ from typing import Any
 
 from underlay import errors
 from underlay.orchestration import escalations, failures
+from underlay.orchestration.fleet_models import PoliciesSpec
 from underlay.orchestration.queue import Lease
+from underlay.orchestration.tools import Toolbox
 from underlay.storage.engine import Database
 
 APPLICATION_VERSION = "underlay-tasks-1"
@@ -74,6 +82,10 @@ class TaskRun:
     replayed: int = 0  # steps answered from an earlier attempt's record
     executed: int = 0  # steps whose function ran in this attempt
     durable: bool = True
+    kernel: Any = None  # the worker's kernel: tool calls (``invoke``) go through it
+    policies: PoliciesSpec | None = None  # the task's declared failure policy, if any
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)  # see request_stop
+    _toolbox: Toolbox | None = None
     _recorded: dict[str, Any] = field(default_factory=dict)
     _seen: dict[str, int] = field(default_factory=dict)
     _undo: list[tuple[str, Callable[[Any], Any], Any]] = field(default_factory=list)
@@ -95,13 +107,49 @@ class TaskRun:
         ``compensate(result)`` undoes the step's effect: if the task then fails for good
         (a permanent error, or a transient one on its last attempt), the compensations of
         the steps done run in reverse order, each itself a durable step."""
+        return await self._step(self._label(name), fn, args, kwargs, compensate)
+
+    async def heartbeat(self, progress: str | None = None) -> None:
+        """Tell the fleet this run (a member's) is alive, and — any change of
+        ``progress`` — moving; not a step (a liveness signal is never replayed)."""
+        box = await self._tools()
+        beat = {"progress": progress}
+        await self.kernel.invoke("fleets.heartbeat", beat, principal=box.principal)
+
+    async def _tools(self) -> Toolbox:
+        if self.kernel is None:
+            raise errors.InternalError("run.invoke needs a worker started with a kernel")
+        if self._toolbox is None:
+            self._toolbox = await Toolbox.for_task(
+                self.kernel, self.task_id, self.attempt, self.policies
+            )
+        return self._toolbox
+
+    async def invoke(self, syscall: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Syscall ``syscall`` as the task's agent, once for this task: a durable step
+        (replayed after a crash) keyed ``run.key("invoke:<syscall>")`` for the kernel's
+        idempotency, under the task's failure policy (tools.py). Returns its JSON result."""
+        box = await self._tools()
+        label = self._label(f"invoke:{syscall}")
+        return await self._step(label, box.call, (syscall, args or {}, self.key(label)), {}, None)
+
+    def _label(self, name: str) -> str:
+        """``name``, numbered from its second use in this attempt (``name#2``...)."""
+        n = self._seen[name] = self._seen.get(name, 0) + 1
+        return name if n == 1 else f"{name}#{n}"
+
+    async def _step(
+        self,
+        label: str,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        compensate: Callable[[Any], Any] | None,
+    ) -> Any:
         from dbos import DBOS
 
         if not self.durable:
             raise errors.InternalError("this handler was registered with steps=False")
-
-        n = self._seen[name] = self._seen.get(name, 0) + 1
-        label = name if n == 1 else f"{name}#{n}"
         if label in self._recorded:
             self.replayed += 1
             result = await DBOS.run_step_async({"name": label}, _recorded, self._recorded[label])
@@ -168,7 +216,25 @@ def workflow_id(task_id: str, fence: int) -> str:
     return f"{task_id}-f{fence}"
 
 
-_db: Database | None = None  # the worker's database, for ask_human
+@dataclass
+class _Process:
+    """What this process's workflows reach of their worker (DBOS is one per process)."""
+
+    db: Database | None = None  # where ask_human opens escalations
+    kernel: Any = None  # tool calls (run.invoke); None in a worker without one
+    runs: dict[str, TaskRun] = field(default_factory=dict)  # running attempts, by task
+
+
+def request_stop(task_id: str) -> bool:
+    """Ask the running attempt of ``task_id`` to stop (``run.stopping`` is set); False if
+    none runs here. The worker cancels it after the task's grace period."""
+    run = _process.runs.get(task_id)
+    if run is not None:
+        run.stopping.set()
+    return run is not None
+
+
+_process = _Process()
 
 
 async def _attempt(
@@ -184,7 +250,11 @@ async def _attempt(
     if fn is None:
         raise errors.InvalidInput(f"no task handler {name!r} in this worker", field="handler")
     earlier = await _earlier_steps(task_id, fence)
-    run = TaskRun(task_id, attempt, fence, org_id, _db, _recorded=earlier)
+    run = TaskRun(
+        task_id, attempt, fence, org_id, _process.db, kernel=_process.kernel,
+        policies=_policies(payload), _recorded=earlier,
+    )  # fmt: skip
+    _process.runs[task_id] = run
     try:
         result = await fn(run, payload)
     except WaitingOnHuman:
@@ -194,6 +264,8 @@ async def _attempt(
         if run._undo and (kind == "permanent" or (kind == "transient" and attempt >= max_attempts)):
             exc.compensated = await run.compensate()  # type: ignore[attr-defined]
         raise
+    finally:
+        _process.runs.pop(task_id, None)
     return {**result, "_steps": {"executed": run.executed, "replayed": run.replayed}}
 
 
@@ -214,8 +286,15 @@ async def run_attempt(lease: Lease) -> dict[str, Any]:
     from dbos import SetWorkflowID
 
     if lease.handler in STEPLESS:
-        run = TaskRun(lease.task_id, lease.attempt, lease.fence, lease.org_id, _db, durable=False)
-        return await HANDLERS[lease.handler](run, lease.input)
+        run = TaskRun(
+            lease.task_id, lease.attempt, lease.fence, lease.org_id, _process.db,
+            durable=False, kernel=_process.kernel, policies=_policies(lease.input),
+        )  # fmt: skip
+        _process.runs[lease.task_id] = run
+        try:
+            return await HANDLERS[lease.handler](run, lease.input)
+        finally:
+            _process.runs.pop(lease.task_id, None)
 
     workflow = _registered()
     with SetWorkflowID(workflow_id(lease.task_id, lease.fence)):
@@ -225,13 +304,26 @@ async def run_attempt(lease: Lease) -> dict[str, Any]:
         )  # fmt: skip
 
 
-def launch(system_url: str, executor_id: str, db: Database | None = None) -> None:
+def _policies(payload: dict[str, Any]) -> PoliciesSpec | None:
+    """The ``failure_policy`` a task's input declares (a fleet's, or its submitter's)."""
+    declared = payload.get("failure_policy")
+    if declared is None:
+        return None
+    try:
+        return PoliciesSpec.model_validate(declared)
+    except ValueError as exc:
+        raise errors.InvalidInput(f"failure_policy: {exc}", field="failure_policy") from None
+
+
+def launch(
+    system_url: str, executor_id: str, db: Database | None = None, kernel: Any = None
+) -> None:
     """Start this process's DBOS (idempotent per process): its own executor id, our version.
-    ``db``: the installation's database, where ``ask_human`` opens escalations."""
+    ``db``: the installation's database, where ``ask_human`` opens escalations; ``kernel``:
+    what tool calls (``run.invoke``) go through."""
     from dbos import DBOS
 
-    global _db
-    _db = db
+    _process.db, _process.kernel = db, kernel
     if system_url.startswith("sqlite:///"):
         _wal(system_url[len("sqlite:///") :])
     _registered()

@@ -62,21 +62,33 @@ async def judge(
     sandbox_id: str | None,
     outcome: Outcome,
 ) -> list[Verdict]:
-    """Every evaluator of ``agent``'s finished run, in declared order."""
+    """Every evaluator of ``agent``'s finished run, in declared order (``message``
+    evaluators excepted: the LLM loop applies them to each answer while it runs)."""
     verdicts = []
-    for ev in evaluators:
-        if ev.agents is not None and agent not in ev.agents:
+    for ev in applicable(evaluators, agent):
+        if ev.action == "message":
             continue
-        if ev.check.rule is not None:
-            passed, detail = rule_passes(ev.check.rule, outcome)
-        elif ev.check.llm is not None:
-            passed, detail = await _judge(ev.check.llm, outcome)
+        if ev.check.command is None:
+            passed, detail = await check(ev, outcome)
         elif sandbox_id is None:
             passed, detail = False, "a command check needs a command program's sandbox"
         else:
             passed, detail = await _command(kernel, org_id, sandbox_id, ev.check.command or "")
         verdicts.append(Verdict(ev, passed, detail))
     return verdicts
+
+
+def applicable(evaluators: list[EvaluatorSpec], agent: str) -> list[EvaluatorSpec]:
+    return [ev for ev in evaluators if ev.agents is None or agent in ev.agents]
+
+
+async def check(ev: EvaluatorSpec, outcome: Outcome) -> tuple[bool, str]:
+    """A rule or LLM-judge check of ``outcome`` (a command check needs a sandbox)."""
+    if ev.check.rule is not None:
+        return rule_passes(ev.check.rule, outcome)
+    if ev.check.llm is not None:
+        return await _judge(ev.check.llm, outcome)
+    raise errors.InvalidInput(f"evaluator {ev.name}: a command check needs a sandbox")
 
 
 JUDGE_PROMPT = """\

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from underlay import errors
-from underlay.kernel.context import CallContext
+from underlay.kernel.context import SELF, CallContext
 from underlay.kernel.syscall import SyscallGroup
 from underlay.orchestration import fleets
 from underlay.orchestration.fleet_models import (
@@ -15,6 +15,8 @@ from underlay.orchestration.fleet_models import (
     FleetList,
     FleetRef,
     FleetSpec,
+    Heartbeat,
+    HeartbeatAck,
     Member,
 )
 from underlay.types import Empty
@@ -28,8 +30,8 @@ async def fleet_model(ctx: CallContext, row: Any) -> Fleet:
         name=row.name, generation=row.generation, spec=FleetSpec.model_validate(row.spec),
         members=[
             Member(agent=m.agent, replica=m.replica, agent_id=m.agent_id, task_id=m.task_id,
-                   sandbox_id=m.sandbox_id,
-                   state=m.state, restarts=m.restarts)
+                   sandbox_id=m.sandbox_id, state=m.state, restarts=m.restarts,
+                   beat_at=m.beat_at, progress=m.progress)
             for m in members
         ],
         escalation_id=row.escalation_id, deleted=row.deleted,
@@ -69,3 +71,16 @@ async def delete(ctx: CallContext, inp: FleetRef) -> Applied:
     changes = await fleets.delete(ctx.kernel.db, ctx.org_id, inp.name, ctx.now())
     ctx.audit.update(fleet=inp.name)
     return Applied(name=inp.name, generation=0, changes=changes, applied=True)
+
+
+@group.syscall("fleets.heartbeat", capability=SELF)  # a liveness signal: not audited
+async def heartbeat(ctx: CallContext, inp: Heartbeat) -> HeartbeatAck:
+    """A fleet member's run, as its agent: alive, and how far it has got (progress)."""
+    if ctx.principal.kind != "agent":
+        raise errors.PermissionDenied("only a fleet member's agent sends its heartbeats")
+    row = await fleets.heartbeat(
+        ctx.kernel.db, ctx.org_id, ctx.principal.id, inp.progress, ctx.now()
+    )
+    if row is None:
+        raise errors.NotFound(f"agent {ctx.principal.id} runs in no fleet now")
+    return HeartbeatAck(fleet=row.fleet, agent=row.agent, replica=row.replica, state=row.state)

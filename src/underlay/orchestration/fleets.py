@@ -13,6 +13,7 @@ from sqlalchemy import Connection, select, update
 
 from underlay import errors
 from underlay.orchestration.fleet_models import FleetSpec
+from underlay.orchestration.lifecycle import FINAL
 from underlay.storage.engine import Database
 from underlay.storage.schema import fleet_members, fleets
 
@@ -31,13 +32,29 @@ def diff(old: FleetSpec | None, new: FleetSpec | None) -> list[str]:
         elif a is not None and b is not None and a != b:
             fields = [
                 f"{f} {getattr(a, f)!s} -> {getattr(b, f)!s}"
-                for f in ("replicas", "restart", "program", "capabilities", "budget", "queue")
+                for f in (
+                    "replicas",
+                    "autoscale",
+                    "restart",
+                    "program",
+                    "capabilities",
+                    "budget",
+                    "queue",
+                    "health",
+                    "termination_grace_seconds",
+                )
                 if getattr(a, f) != getattr(b, f)
             ]
             out.append(f"~ agent {name}: " + ", ".join(fields))
-    if old and new and old.supervision != new.supervision:
-        out.append(f"~ supervision: {old.supervision} -> {new.supervision}")
+    for part in ("supervision", "evaluators", "failure_policy"):
+        if old and new and getattr(old, part) != getattr(new, part):
+            out.append(f"~ {part}: {_short(getattr(old, part))} -> {_short(getattr(new, part))}")
     return out
+
+
+def _short(value: Any) -> str:
+    text = str(value)
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 async def apply(
@@ -111,3 +128,28 @@ async def members(db: Database, org_id: str, name: str) -> list[Any]:
     )
     async with db.read() as conn:
         return list((await conn.execute(query)).all())
+
+
+async def heartbeat(
+    db: Database, org_id: str, agent_id: str, progress: str | None, now: float
+) -> Any:
+    """Record a heartbeat of the member that ``agent_id`` is (and its progress, whose
+    change time is kept); the member's row, or None if the agent runs in no fleet now."""
+    m = fleet_members
+
+    def work(conn: Connection) -> Any:
+        query = select(m).where(
+            m.c.org_id == org_id, m.c.agent_id == agent_id, m.c.state.not_in(FINAL)
+        )
+        row = conn.execute(query).first()
+        if row is None:
+            return None
+        values: dict[str, Any] = {"beat_at": now}
+        if progress is not None and progress != row.progress:
+            values.update(progress=progress, progress_at=now)
+        key = (m.c.org_id == org_id, m.c.fleet == row.fleet, m.c.agent == row.agent,
+               m.c.replica == row.replica)  # fmt: skip
+        conn.execute(update(m).where(*key).values(**values))
+        return row
+
+    return await db.run_write(work)

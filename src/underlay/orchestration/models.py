@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import Field
 
-from underlay.types import StrictModel
+from underlay.types import MoneyField, StrictModel
 
 QUEUE_NAME = r"^[a-z0-9][a-z0-9_.-]{0,99}$"
 
@@ -128,7 +128,11 @@ class AttemptList(StrictModel):
 
 
 class CostQuery(StrictModel):
-    by: str = Field(default="handler", pattern="^(handler|queue)$")
+    by: str = Field(
+        default="handler",
+        pattern="^(handler|queue|agent)$",
+        description="agent: the task's submitter (a fleet member submits its own runs)",
+    )
     since: float = Field(default=0.0, ge=0, description="attempts started at or after (epoch s)")
 
 
@@ -141,6 +145,16 @@ class CostRow(StrictModel):
     seconds_per_success: float | None
     attempts_per_success: float | None
     retry_tax: float = Field(description="share of worker time on attempts that did not succeed")
+    spend: MoneyField | None = Field(
+        description="posted ledger spend of the tasks' attempts (null without budget.read)"
+    )
+    spend_per_success: MoneyField | None = Field(description="spend over the tasks that succeeded")
+    spend_retry_tax: float | None = Field(
+        description="share of spend in attempts that did not succeed"
+    )
+    agent_spend: MoneyField | None = Field(
+        description="by agent: all the agent spent, in tasks or not (metering included)"
+    )
 
 
 class CostReport(StrictModel):

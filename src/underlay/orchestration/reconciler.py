@@ -2,17 +2,22 @@
 
 Each round (``reconcile_once``), for every fleet:
 
-* a desired member (agent x replica) without a row gets an identity — ``agents.create``
-  through the kernel, as the system, idempotent per member, with the agent's
-  capabilities and budget — and a run: a durable task of its program (max one attempt:
-  the supervisor decides restarts), submitted as that agent;
-* a member's run is observed through its task: ``leased`` is running, ``waiting`` is
+* the desired members are agent x replica — ``replicas``, or what ``autoscale`` makes
+  of its queue's depth (health.py);
+* a desired member without a row gets an identity — ``agents.create`` through the
+  kernel, as the system, idempotent per member, with the agent's capabilities and
+  budget — and a run as that agent (member_runs.py: a durable task, or a command in a
+  sandbox of its own);
+* a member's run is observed in task states: ``leased`` is running, ``waiting`` is
   waiting (on a human), ``succeeded`` is a normal exit, ``failed`` / ``cancelled`` an
-  abnormal one. An exit goes to the fleet's supervision tree (supervision.py): restarts
-  become new runs, stops end runs, and when the root gives up the fleet escalates to the
-  inbox exactly once (keyed by fleet and generation) and its members are terminated;
+  abnormal one, and so is a ``stalled`` run (no heartbeat, no progress: health.py),
+  which is stopped. A finished run is judged by the evaluators; an exit goes to the
+  fleet's supervision tree (supervision.py): restarts become new runs, stops end runs,
+  and when the root gives up the fleet escalates to the inbox exactly once (keyed by
+  fleet and generation) and its members are terminated;
 * members no longer desired (fewer replicas, an agent removed, the fleet deleted) have
-  their run cancelled and are ``terminated``;
+  their run stopped — told first, killed after the agent's termination grace — and are
+  ``terminated``;
 * a member that finished (succeeded, failed, terminated) runs again when the fleet is
   applied anew (a new generation: scaled back up, re-applied after a delete or after
   giving up).
@@ -25,36 +30,47 @@ new reconciler starts counting afresh, which errs towards restarting.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from typing import Any
-from urllib.parse import urlsplit
 
-from sqlalchemy import select, update
+from sqlalchemy import update
 
 from underlay import errors
 from underlay.kernel.context import Principal
 from underlay.orchestration import escalations, evaluators, fleets
 from underlay.orchestration.fleet_models import AgentSpec, FleetSpec
+from underlay.orchestration.health import Autoscaler, stalled
 from underlay.orchestration.lifecycle import FINAL, transition
-from underlay.orchestration.queue import TERMINAL, NewTask
+from underlay.orchestration.member_runs import MemberRuns
+from underlay.orchestration.queue import TERMINAL
 from underlay.orchestration.supervision import Child, SupervisionTree, SupervisorSpec
 from underlay.storage.rows import in_org
 from underlay.storage.schema import escalations as escalations_table
-from underlay.storage.schema import fleet_members, tasks
+from underlay.storage.schema import fleet_members
 from underlay.storage.schema import fleets as fleets_table
 
 log = logging.getLogger("underlay.fleets")
 RUNNING_STATES = {"queued": "starting", "leased": "running", "waiting": "waiting"}
 
 
-SANDBOX_SECONDS = 30 * 86400  # a command run's sandbox lives as long as its command
-
 
 class FleetReconciler:
     def __init__(self, kernel: Any, api_url: str | None = None) -> None:
         self.kernel = kernel
-        self.api_url = api_url  # what sandboxed programs reach (``underlay up`` sets it)
+        self.runs = MemberRuns(kernel, api_url)
         self._trees: dict[tuple[str, str, int], SupervisionTree] = {}
+        self._desired: dict[tuple[str, str], set[tuple[str, int]]] = {}
+        self.autoscaler = Autoscaler()
+
+    @property
+    def api_url(self) -> str | None:
+        """What sandboxed programs reach (``underlay up`` sets it once it listens)."""
+        return self.runs.api_url
+
+    @api_url.setter
+    def api_url(self, url: str | None) -> None:
+        self.runs.api_url = url
 
     async def forever(self, every: float = 1.0) -> None:
         while True:
@@ -75,10 +91,19 @@ class FleetReconciler:
             for m in await fleets.members(self.kernel.db, row.org_id, row.name)
         }
         live = not row.deleted and row.escalation_id is None
-        desired = {(a.name, i): a for a in spec.agents for i in range(a.replicas)} if live else {}
+        desired: dict[tuple[str, int], AgentSpec] = {}
+        for a in spec.agents if live else ():
+            running = sum(1 for (name, _), m in current.items()
+                          if name == a.name and m.state not in FINAL)  # fmt: skip
+            n = await self.autoscaler.replicas(
+                self.kernel.db, row.org_id, row.name, a, running, self.kernel.clock.now()
+            )
+            desired.update({(a.name, i): a for i in range(n)})
+        self._desired[(row.org_id, row.name)] = set(desired)
+        specs = {a.name: a for a in spec.agents}
         for key, member in current.items():
             if key not in desired and member.state not in FINAL:
-                await self._end(row, member, "terminated")
+                await self._end(row, member, "terminated", specs.get(key[0]))
         if not desired:
             return
         tree = self._tree(row, spec)
@@ -95,7 +120,9 @@ class FleetReconciler:
         key = (row.org_id, row.name, row.generation)
         if key not in self._trees:
             children = tuple(
-                Child(f"{a.name}.{i}", a.restart) for a in spec.agents for i in range(a.replicas)
+                Child(f"{a.name}.{i}", a.restart)
+                for a in spec.agents
+                for i in range(a.autoscale.max_replicas if a.autoscale else a.replicas)
             )
             s = spec.supervision
             self._trees[key] = SupervisionTree(
@@ -137,70 +164,18 @@ class FleetReconciler:
         restarts: int,
         feedback: str | None = None,
     ) -> None:
-        """A new run of a member, as the agent: a durable task of its Python program, or
-        its command in a sandbox of its own; an evaluator's ``feedback`` goes with it."""
-        program = agent.program
-        if program.command is not None:
-            await self._start_sandbox(row, agent, replica, agent_id, restarts, feedback)
-            return
-        extra = {"feedback": feedback} if feedback else {}
-        task_input = {
-            "entry": program.python,
-            "input": {**program.input, "fleet": row.name, "agent": agent.name,
-                      "replica": replica, "agent_id": agent_id, **extra},
-        }  # fmt: skip
-        now = self.kernel.clock.now()
-        task_id, _ = await self.kernel.tasks().submit(
-            NewTask(row.org_id, agent.queue, "python", task_input, agent_id, max_attempts=1), now
-        )
-        await self._set(row, agent.name, replica, state="starting", task_id=task_id,
-                        sandbox_id=None, command_id=None, token_id=None,
-                        restarts=restarts, generation=row.generation)  # fmt: skip
-        self.kernel.wake_workers()
-
-    async def _start_sandbox(
-        self,
-        row: Any,
-        agent: AgentSpec,
-        replica: int,
-        agent_id: str,
-        restarts: int,
-        feedback: str | None,
-    ) -> None:
-        if not self.api_url:
-            log.error("fleet %s: sandboxed programs need the API's URL (underlay up)", row.name)
-            return
-        system = Principal.system(row.org_id)
-        issued: Any = await self.kernel.invoke(
-            "tokens.create", {"subject": agent_id, "name": f"fleet {row.name}"}, principal=system
-        )
-        token = issued.token.get_secret_value()
-        env = {"UNDERLAY_URL": self.api_url, "UNDERLAY_TOKEN": token}
-        if feedback:
-            env["UNDERLAY_FEEDBACK"] = feedback
-        sandbox: Any = await self.kernel.invoke(
-            "sandbox.create",
-            {
-                "template": agent.program.template, "timeout": SANDBOX_SECONDS, "env": env,
-                "network": {"allow": [urlsplit(self.api_url).netloc]},
-                "metadata": {"fleet": row.name, "agent": agent.name, "replica": str(replica)},
-            },
-            token=token,
-        )  # fmt: skip
-        command: Any = await self.kernel.invoke(
-            "sandbox.commands.run",
-            {"sandbox": sandbox.id, "cmd": agent.program.command, "background": True},
-            token=token,
-        )
-        await self._set(row, agent.name, replica, state="starting", task_id=None,
-                        sandbox_id=sandbox.id, command_id=command.id, token_id=issued.info.id,
-                        restarts=restarts, generation=row.generation)  # fmt: skip
+        """A new run of a member, as its agent (member_runs.py), with an evaluator's
+        ``feedback``; the member is ``starting`` again."""
+        columns = await self.runs.start(row, agent, replica, agent_id, feedback)
+        if columns is not None:
+            await self._set(row, agent.name, replica, state="starting", restarts=restarts,
+                            generation=row.generation, **columns)  # fmt: skip
 
     async def _observe(self, row: Any, tree: SupervisionTree, agent: AgentSpec, m: Any) -> None:
         if m.waiting_on:  # paused by an evaluator: a human's answer resumes or ends it
             await self._paused(row, agent, m)
             return
-        state = await self._run_state(row, m)
+        state = await self.runs.state(row, m)
         if state is None:  # created, never started (the last reconciler stopped in between)
             await self._start(row, agent, m.replica, m.agent_id, restarts=m.restarts)
             return
@@ -208,15 +183,22 @@ class FleetReconciler:
             target = RUNNING_STATES[state]
             if target != m.state:
                 await self._move(row, m, target)
+                m = await self._member(row, m.agent, m.replica)
+            why = stalled(agent, m, self.kernel.clock.now()) if target == "running" else None
+            if why is not None:  # stopped, and handed to the supervisor as a crash
+                log.warning("fleet %s: %s.%s stalled: %s", row.name, m.agent, m.replica, why)
+                await self._move(row, m, "stalled")
+                await self.runs.stop(row, m, agent)
+                await self._exited(row, tree, agent, m, "error", f"stalled: {why}")
             return
         if state not in TERMINAL:
             return
-        outcome = await self._outcome(row, m, state)
+        outcome = await self.runs.outcome(row, m, state)
         spec = FleetSpec.model_validate(row.spec)
         verdicts = await evaluators.judge(
             self.kernel, row.org_id, spec.evaluators, agent.name, m.sandbox_id, outcome
         )
-        await self._stop_run(row, m)  # a finished command's sandbox goes
+        await self.runs.stop(row, m)  # a finished command's sandbox goes
         if m.state in ("starting", "waiting"):  # it ran, however briefly
             await self._move(row, m, "running")
             m = await self._member(row, m.agent, m.replica)
@@ -235,6 +217,13 @@ class FleetReconciler:
                 await self._move(row, m, "waiting")
                 await self._set(row, m.agent, m.replica, waiting_on=esc.id)
                 return
+        await self._exited(row, tree, agent, m, reason, feedback)
+
+    async def _exited(
+        self, row: Any, tree: SupervisionTree, agent: AgentSpec, m: Any, reason: str,
+        feedback: str | None,
+    ) -> None:  # fmt: skip
+        """A run ended (``normal`` or ``error``): the supervisor decides what follows."""
         await self._set(row, m.agent, m.replica, feedback=feedback)
         path = f"{row.name}/{agent.name}.{m.replica}"
         actions = tree.exited(path, reason, self.kernel.clock.now())  # type: ignore[arg-type]
@@ -269,24 +258,6 @@ class FleetReconciler:
         )  # fmt: skip
         return esc
 
-    async def _outcome(self, row: Any, m: Any, state: str) -> evaluators.Outcome:
-        """What the finished run left: a task's result, or a command's output."""
-        outcome = evaluators.Outcome(succeeded=state == "succeeded")
-        if m.task_id:
-            async with self.kernel.db.read() as conn:
-                found = await conn.execute(select(tasks.c.result).where(tasks.c.id == m.task_id))
-                outcome.result = found.scalar() or {}
-        elif m.sandbox_id:
-            try:
-                out: Any = await self.kernel.invoke(
-                    "sandbox.commands.output", {"sandbox": m.sandbox_id, "command": m.command_id},
-                    principal=Principal.system(row.org_id),
-                )  # fmt: skip
-                outcome.output = (out.stdout + out.stderr)[-evaluators.OUTPUT_TAIL :]
-            except errors.NotFound:
-                pass
-        return outcome
-
     async def _act(self, row: Any, action: Any) -> None:
         spec = FleetSpec.model_validate(row.spec)
         if action.kind == "escalate":
@@ -310,7 +281,9 @@ class FleetReconciler:
         member = await self._member(row, name, int(replica))
         if member is None:
             return
-        await self._stop_run(row, member)
+        await self.runs.stop(row, member, agent)
+        if (name, int(replica)) not in self._desired.get((row.org_id, row.name), set()):
+            action = dataclasses.replace(action, kind="stop")  # scaled down meanwhile
         if action.kind == "stop":
             if member.state not in FINAL:
                 await self._move(row, member, "terminated")
@@ -318,41 +291,9 @@ class FleetReconciler:
         await self._start(row, agent, int(replica), member.agent_id,
                           restarts=member.restarts + 1, feedback=member.feedback)  # fmt: skip
 
-    async def _end(self, row: Any, member: Any, state: str) -> None:
-        await self._stop_run(row, member)
+    async def _end(self, row: Any, member: Any, state: str, agent: AgentSpec | None) -> None:
+        await self.runs.stop(row, member, agent)
         await self._move(row, member, state)
-
-    async def _run_state(self, row: Any, m: Any) -> str | None:
-        """The member's run, in task states (queued, leased, succeeded, failed...)."""
-        if m.task_id:
-            return await self._task_state(m.task_id)
-        if not m.sandbox_id:
-            return None
-        try:
-            out: Any = await self.kernel.invoke(
-                "sandbox.commands.output", {"sandbox": m.sandbox_id, "command": m.command_id},
-                principal=Principal.system(row.org_id),
-            )  # fmt: skip
-        except errors.NotFound:  # the sandbox is gone (destroyed, expired)
-            return "failed"
-        if out.running:
-            return "leased"
-        return "succeeded" if out.exit_code == 0 else "failed"
-
-    async def _stop_run(self, row: Any, m: Any) -> None:
-        """End the member's run: cancel its task, or destroy its sandbox."""
-        if m.task_id and await self._task_state(m.task_id) not in TERMINAL:
-            await self.kernel.tasks().cancel(row.org_id, m.task_id, self.kernel.clock.now())
-        system = Principal.system(row.org_id)
-        if m.sandbox_id:
-            try:
-                await self.kernel.invoke(
-                    "sandbox.destroy", {"sandbox": m.sandbox_id}, principal=system
-                )
-            except errors.NotFound:
-                pass
-        if m.token_id:  # the run's token dies with it (revoking twice is harmless)
-            await self.kernel.invoke("tokens.revoke", {"token_id": m.token_id}, principal=system)
 
     async def _move(self, row: Any, member: Any, target: str) -> None:
         try:
@@ -378,8 +319,3 @@ class FleetReconciler:
             if (m.agent, m.replica) == (agent, replica):
                 return m
         return None
-
-    async def _task_state(self, task_id: str) -> str | None:
-        async with self.kernel.db.read() as conn:
-            found = await conn.execute(select(tasks.c.state).where(tasks.c.id == task_id))
-            return found.scalar()

@@ -3,6 +3,8 @@
 Every call is confined to the caller's organisation and authorized by its capability
 (``tasks.submit``, ``tasks.read``, ``tasks.cancel``, ``tasks.admin``); submissions and
 cancellations are audited with the task id and handler, never the task's input.
+``tasks.costs`` shows money (the ledger's spend) only to callers that may read budgets
+(``budget.read``); to others its money columns are null.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Any
 from underlay import errors
 from underlay.kernel.context import CallContext
 from underlay.kernel.syscall import SyscallGroup
-from underlay.orchestration import attempts
+from underlay.orchestration import attempts, spend
 from underlay.orchestration.models import (
     AttemptList,
     CostQuery,
@@ -147,6 +149,7 @@ async def attempts_(ctx: CallContext, inp: TaskRef) -> AttemptList:
 
 @group.syscall("tasks.costs", capability="tasks.read")
 async def costs(ctx: CallContext, inp: CostQuery) -> CostReport:
-    """Worker time per handler or queue, joined with outcomes: per successful task, retry tax."""
-    rows = await attempts.costs(ctx.kernel.db, ctx.org_id, inp.by, inp.since)
+    """Worker time and money per handler, queue or agent, with outcomes: per success, retry tax."""
+    money = ctx.principal.allows("budget.read")  # spend is budget data: null without it
+    rows = await spend.costs(ctx.kernel.db, ctx.org_id, inp.by, inp.since, money=money)
     return CostReport(by=inp.by, rows=[CostRow(key=r.pop(inp.by), **r) for r in rows])

@@ -35,6 +35,7 @@ from underlay.orchestration import (
     builtin_handlers,  # noqa: F401  (registers handlers)
     durable,
     failures,
+    llm_loop,  # noqa: F401  (registers the built-in agent loop)
 )
 from underlay.orchestration.queue import Lease, TaskQueue
 
@@ -58,14 +59,18 @@ class Worker:
         system_url: str,
         *,
         now: Callable[[], float] = time.time,
+        kernel: Any = None,
     ) -> None:
         self.queue = queue
+        self.kernel = kernel  # tool calls of its tasks (run.invoke) go through it
         self.settings = settings
         self.system_url = system_url
         self.now = now
         self.id = ""
         self.completed = 0
         self._running: dict[str, tuple[int, asyncio.Task[None]]] = {}  # id -> (fence, run)
+        self._grace: dict[str, float] = {}  # id -> seconds from a stop request to the cancel
+        self._told_to_stop: set[str] = set()
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
@@ -76,7 +81,7 @@ class Worker:
         self.id = await self.queue.register_worker(
             socket.gethostname(), os.getpid(), s.queues, self.now()
         )
-        durable.launch(self.system_url, self.id, self.queue.db)
+        durable.launch(self.system_url, self.id, self.queue.db, self.kernel)
         self._loops = [
             asyncio.create_task(self._claim_loop(), name=f"{self.id}:claim"),
             asyncio.create_task(self._heartbeat_loop(), name=f"{self.id}:heartbeat"),
@@ -87,6 +92,9 @@ class Worker:
     async def stop(self, deadline_seconds: float = 10.0) -> None:
         self._stopping.set()
         self._wake.set()
+        for task_id in self._told_to_stop:  # cancelled tasks in their grace: no more wait
+            if (entry := self._running.get(task_id)) is not None:
+                entry[1].cancel()
         runs = [run for _, run in self._running.values()]
         if runs:
             _, late = await asyncio.wait(runs, timeout=deadline_seconds)
@@ -118,6 +126,9 @@ class Worker:
                     await asyncio.sleep(s.poll_seconds)
             for lease in leases:
                 self._running[lease.task_id] = (lease.fence, asyncio.create_task(self._run(lease)))
+                grace = lease.input.get("stop_grace_seconds")
+                if isinstance(grace, int | float) and grace > 0:
+                    self._grace[lease.task_id] = float(grace)
             if not leases:
                 self._wake.clear()
                 try:
@@ -148,6 +159,8 @@ class Worker:
             log.warning("dropped a stale result: %s", exc.message)
         finally:
             self._running.pop(lease.task_id, None)
+            self._grace.pop(lease.task_id, None)
+            self._told_to_stop.discard(lease.task_id)
             self._wake.set()
 
     async def _heartbeat_loop(self) -> None:
@@ -158,11 +171,23 @@ class Worker:
                 for task_id in await self.queue.heartbeat(self.id, self.now(), fences):
                     if (entry := self._running.get(task_id)) is not None:
                         log.warning("task %s is no longer ours (cancelled?): stopping it", task_id)
-                        entry[1].cancel()
+                        self._stop(task_id, entry[1])
             except errors.StaleLease:
                 await self._rejoin()
             except Exception:  # never let one failed beat end the heartbeats
                 log.warning("heartbeat failed; retrying", exc_info=True)
+
+    def _stop(self, task_id: str, run: asyncio.Task[None]) -> None:
+        """Stop an attempt: at once, or — its input gave ``stop_grace_seconds`` — first
+        ``run.stopping`` is set, and the attempt is cancelled after the grace."""
+        grace = self._grace.pop(task_id, 0.0)
+        if task_id in self._told_to_stop:
+            return  # asked at an earlier heartbeat; the cancel is on its way
+        if grace and durable.request_stop(task_id):
+            self._told_to_stop.add(task_id)
+            asyncio.get_running_loop().call_later(grace, run.cancel)
+        else:
+            run.cancel()
 
     async def _rejoin(self) -> None:
         """Declared dead while alive (stalled too long): its leases were handed on, so its
@@ -202,15 +227,13 @@ class Worker:
 async def run_worker(
     config: Config, stop: asyncio.Event, *, announce: bool = False, **overrides: Any
 ) -> None:
-    """``underlay worker``: one worker on the installation's database until ``stop``."""
-    from underlay.storage.engine import Database
-    from underlay.storage.migrations import migrate
+    """``underlay worker``: one worker on the installation until ``stop``, with a kernel of
+    its own, through which its tasks' tool calls go."""
+    from underlay.kernel.kernel import Kernel
 
     settings = config.orchestration.model_copy(update=overrides)
-    config.home.mkdir(parents=True, exist_ok=True)
-    db = Database(config.resolved_database_url, busy_timeout_ms=config.sqlite_busy_timeout_ms)
-    await migrate(db)
-    worker = Worker(TaskQueue(db), settings, dbos_url(config))
+    kernel = await Kernel.open(config)
+    worker = Worker(kernel.tasks(), settings, dbos_url(config), kernel=kernel)
     try:
         await worker.start()
         if announce:
@@ -218,4 +241,4 @@ async def run_worker(
         await stop.wait()
     finally:
         await worker.stop()
-        await db.dispose()
+        await kernel.close()

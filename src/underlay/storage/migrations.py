@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, select, text
+from sqlalchemy import Connection, inspect, select, text
 
 from underlay.storage import schema
 from underlay.storage.engine import Database
@@ -28,6 +28,24 @@ class Migration:
 def _create(*tables: str) -> Callable[[Connection], None]:
     def apply(conn: Connection) -> None:
         schema.metadata.create_all(conn, tables=[schema.metadata.tables[t] for t in tables])
+
+    return apply
+
+
+def _add_columns(table: str, *columns: str) -> Callable[[Connection], None]:
+    """Add ``columns`` (nullable, as ``schema`` declares them) and the table's indexes
+    that are missing. A database created after the columns were declared has them
+    already (migration 1 creates tables from the current metadata): nothing to add."""
+
+    def apply(conn: Connection) -> None:
+        t = schema.metadata.tables[table]
+        present = {c["name"] for c in inspect(conn).get_columns(table)}
+        for name in columns:
+            if name not in present:
+                sql_type = t.c[name].type.compile(dialect=conn.dialect)
+                conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {name} {sql_type}"))
+        for index in t.indexes:
+            index.create(conn, checkfirst=True)
 
     return apply
 
@@ -56,6 +74,16 @@ MIGRATIONS: list[Migration] = [
     ),
     Migration(4, "orchestration: the escalation inbox", _create("escalations")),
     Migration(5, "orchestration: fleets", _create("fleets", "fleet_members")),
+    Migration(
+        6,
+        "billing: transfers attributed to a task attempt",
+        _add_columns("transfers", "task_id", "attempt"),
+    ),
+    Migration(
+        7,
+        "orchestration: fleet members' heartbeats and progress",
+        _add_columns("fleet_members", "run_started_at", "beat_at", "progress", "progress_at"),
+    ),
 ]
 
 _PG_LOCK_KEY = 0x756E646C  # "undl"

@@ -116,8 +116,12 @@ transfers = Table(
     Column("expires_at", Float, nullable=True),
     Column("memo", String(500), nullable=False, default=""),
     Column("created_at", Float, nullable=False),
+    # the task attempt a syscall's hold (and its post) was made for; NULL outside tasks
+    Column("task_id", ID, nullable=True),
+    Column("attempt", Integer, nullable=True),
     UniqueConstraint("org_id", "id"),
     Index("ix_transfers_expiring", "kind", "expires_at"),
+    Index("ix_transfers_task", "org_id", "task_id"),
 )
 
 audit_heads = Table(
@@ -329,4 +333,9 @@ fleet_members = Table(
     Column("restarts", Integer, nullable=False),
     Column("generation", Integer, nullable=False),  # of the fleet, at this member's last run
     Column("updated_at", Float, nullable=False),
+    Column("run_started_at", Float),  # health: the current run's start, last heartbeat,
+    Column("beat_at", Float),  # reported progress and when it last changed
+    Column("progress", String(200)),
+    Column("progress_at", Float),
+    Index("ix_fleet_members_agent", "org_id", "agent_id"),
 )

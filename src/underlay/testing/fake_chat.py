@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+from collections.abc import Callable
 from typing import Any
 
 _REASONS = {
@@ -87,6 +89,8 @@ class FakeChatCompletions:
             self._tasks.discard(task)
 
     def _check(self, method: str, path: str, headers: dict[str, str], body: Any) -> list[str]:
+        """What every request must have (path, key, model, temperature 0), then the body's
+        own shape (``_check_body``)."""
         problems = []
         if (method, path) != ("POST", "/v1/chat/completions"):
             problems.append(f"unexpected {method} {path}")
@@ -94,6 +98,13 @@ class FakeChatCompletions:
             problems.append("missing or wrong bearer key")
         if body.get("model") != self.model:
             problems.append(f"model {body.get('model')!r}")
+        if body.get("temperature") != 0:
+            problems.append("temperature must be 0")
+        return problems + self._check_body(body)
+
+    def _check_body(self, body: Any) -> list[str]:
+        """A JSON-mode request: system prompt, then the user's JSON with the expected keys."""
+        problems = []
         messages = body.get("messages") or []
         if [m.get("role") for m in messages] != ["system", "user"]:
             problems.append("messages must be system, user")
@@ -103,8 +114,6 @@ class FakeChatCompletions:
             problems.append(f"user message must be JSON with {sorted(self.user_keys)}")
         if body.get("response_format") != {"type": "json_object"}:
             problems.append("JSON mode not requested")
-        if body.get("temperature") != 0:
-            problems.append("temperature must be 0")
         return problems
 
     def _answer(self, body: dict[str, Any], problems: list[str]) -> tuple[int, bytes]:
@@ -132,3 +141,76 @@ class FakeChatCompletions:
 
     def said(self, **facts: Any) -> None:
         self.content = json.dumps(facts)
+
+
+Script = Callable[[list[dict[str, Any]], list[dict[str, Any]]], dict[str, Any]]
+
+
+class FakeAgentModel(FakeChatCompletions):
+    """A FAKE of a paid external API: a chat model that uses tools, for the agent loop.
+
+    ``script(messages, tools)`` plays the model: it returns the assistant message —
+    ``{"content": text}`` or ``{"tool_calls": [{"name": ..., "arguments": {...}}]}`` (ids
+    are added) — or ``{"status": 500}`` for a failed request. Each request is first
+    checked for the shape of the real API's tool use:
+    system then user first; every assistant tool call answered by one ``tool`` message
+    with its id before the next turn; tools offered as functions whose names the API
+    accepts and whose parameters are JSON object schemas; temperature 0.
+    """
+
+    def __init__(self, model: str, key: str, script: Script) -> None:
+        super().__init__(model, key, "", set())
+        self.script = script
+        self._calls = 0
+
+    def _check_body(self, body: Any) -> list[str]:
+        problems = []
+        messages = body.get("messages") or []
+        if [m.get("role") for m in messages[:2]] != ["system", "user"]:
+            problems.append("messages must start with system, user")
+        open_calls: set[str] = set()
+        for m in messages[2:]:
+            if m.get("role") == "tool":
+                if m.get("tool_call_id") not in open_calls or not isinstance(m.get("content"), str):
+                    problems.append(f"tool message for unknown call {m.get('tool_call_id')}")
+                open_calls.discard(m.get("tool_call_id"))
+                continue
+            if open_calls:
+                problems.append(f"tool calls {sorted(open_calls)} left unanswered")
+            open_calls = {c["id"] for c in m.get("tool_calls") or ()}
+        if open_calls:
+            problems.append(f"tool calls {sorted(open_calls)} left unanswered")
+        for tool in body.get("tools") or ():
+            fn = tool.get("function") or {}
+            if tool.get("type") != "function" or not re.fullmatch(
+                r"[a-zA-Z0-9_-]{1,64}", fn.get("name", "")
+            ):
+                problems.append(f"bad tool {fn.get('name')!r}")
+            if (fn.get("parameters") or {}).get("type") != "object":
+                problems.append(f"tool {fn.get('name')!r} parameters are not an object schema")
+        return problems
+
+    def _answer(self, body: dict[str, Any], problems: list[str]) -> tuple[int, bytes]:
+        if problems or self.status != 200 or self.raw_body is not None:
+            return super()._answer(body, problems)
+        said = self.script(body["messages"], body.get("tools") or [])
+        if "status" in said:
+            return int(said["status"]), json.dumps({"error": {"message": "scripted"}}).encode()
+        message: dict[str, Any] = {"role": "assistant", "content": said.get("content")}
+        if said.get("tool_calls"):
+            calls = []
+            for call in said["tool_calls"]:
+                self._calls += 1
+                arguments = call["arguments"]
+                if not isinstance(arguments, str):
+                    arguments = json.dumps(arguments)
+                function = {"name": call["name"], "arguments": arguments}
+                call_id = f"call_{self._calls}"
+                calls.append({"id": call_id, "type": "function", "function": function})
+            message["tool_calls"] = calls
+        completion = {
+            "id": "chatcmpl-fake", "object": "chat.completion", "model": body["model"],
+            "choices": [{"index": 0, "finish_reason": "stop", "message": message}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+        }  # fmt: skip
+        return 200, json.dumps(completion).encode()
