@@ -47,8 +47,8 @@ async def test_a_silent_or_stuck_member_is_stalled_and_restarted(
     await ul.fleets.apply(spec=crew(
         agent("silent", "agent_forever", input={"log": log}, health={"heartbeat_seconds": 0.5}),
         agent("stuck", "agent_beating", input={"moving": 3},
-              health={"heartbeat_seconds": 0.5, "progress_seconds": 0.8}),
-        agent("busy", "agent_beating", health={"heartbeat_seconds": 0.5, "progress_seconds": 0.8}),
+              health={"heartbeat_seconds": 5, "progress_seconds": 0.8}),
+        agent("busy", "agent_beating", health={"heartbeat_seconds": 5, "progress_seconds": 2}),
     ))  # fmt: skip
     reconciler = FleetReconciler(kernel)
     fleet = await reconcile_until(
@@ -62,14 +62,16 @@ async def test_a_silent_or_stuck_member_is_stalled_and_restarted(
     assert busy.beat_at is not None and int(busy.progress or 0) > 3
 
 
-async def test_heartbeats_come_from_a_running_members_agent_only(
+async def test_heartbeats_and_membership_are_a_running_members_only(
     ul: AsyncUnderlay, kernel: Kernel
 ) -> None:
     with pytest.raises(errors.PermissionDenied, match="only a fleet member's agent"):
         await ul.fleets.heartbeat(progress="1")
-    loner = await make_agent(kernel, "loner")
+    loner = AsyncUnderlay(LocalTransport(kernel, (await make_agent(kernel, "loner")).token))
     with pytest.raises(errors.NotFound, match="runs in no fleet"):
-        await AsyncUnderlay(LocalTransport(kernel, loner.token)).fleets.heartbeat()
+        await loner.fleets.heartbeat()
+    with pytest.raises(errors.NotFound, match="runs in no fleet"):
+        await loner.fleets.me()
     with pytest.raises(errors.InvalidInput):
         await ul.fleets.heartbeat(progress="x" * 201)
 

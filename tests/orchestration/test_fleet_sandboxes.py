@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
@@ -59,6 +60,12 @@ async def test_members_reach_the_api_as_themselves(
         assert len(tokens) == 1 and tokens[0].revoked_at is not None
 
 
+# The member asks the API what it is in its fleet (memory scope, feedback...).
+ME = (
+    'python3 -c "import os,urllib.request as u;'
+    "h={'Authorization':'Bearer '+os.environ['UNDERLAY_TOKEN'],'Content-Type':'application/json'};"
+    "print(u.urlopen(u.Request(os.environ['UNDERLAY_URL']+'/v1/fleets/me',data=b'{}',headers=h)).read().decode())\""
+)
 TIDY = "trap 'echo bye > bye; exit 0' TERM; while true; do sleep 0.05; done"
 
 
@@ -132,13 +139,13 @@ async def test_a_members_sandbox_has_its_resources_and_memory_scope(
     ul: AsyncUnderlay, kernel: Kernel, base: str
 ) -> None:
     resources = {"cpus": 0.5, "memory_mb": 256, "pids": 64, "disk_mb": 64}
-    command = 'printf %s "$UNDERLAY_MEMORY_SCOPE" > scope; sleep 60'
+    command = ME + " > scope; sleep 60"
     await ul.fleets.apply(spec=spec(command, 1, resources=resources, termination_grace_seconds=0))
     reconciler = FleetReconciler(kernel, api_url=base)
     fleet = await reconcile_until(reconciler, ul, lambda f: f.members[0].state == "running")
     sandbox = await ul.sandbox.get(sandbox=fleet.members[0].sandbox_id)
     assert sandbox.limits.model_dump() == resources
-    assert sorted(sandbox.env_names) == ["UNDERLAY_MEMORY_SCOPE", "UNDERLAY_TOKEN", "UNDERLAY_URL"]
+    assert sorted(sandbox.env_names) == ["UNDERLAY_TOKEN", "UNDERLAY_URL"]  # nothing else
     scope = None
     for _ in range(40):
         try:
@@ -146,7 +153,10 @@ async def test_a_members_sandbox_has_its_resources_and_memory_scope(
             break
         except errors.NotFound:
             await asyncio.sleep(0.05)
-    assert scope is not None and scope.content == '{"agent_id": "crew.sh"}'
+    assert scope is not None and json.loads(scope.content) == {
+        "fleet": "crew", "agent": "sh", "replica": 0, "state": "starting", "restarts": 0,
+        "memory_scope": {"agent_id": "crew.sh"}, "feedback": None,
+    }  # fmt: skip
     await ul.fleets.delete(name="crew")
     await reconcile_until(reconciler, ul, lambda f: f.members[0].state == "terminated")
     assert (await ul.sandbox.get(sandbox=sandbox.id)).state == "destroyed"  # no grace: at once

@@ -18,10 +18,6 @@ COLUMNS = ("id", "kind", "state", "source", "summary")
 IdArg = Annotated[str, typer.Argument(help="Escalation id.")]
 
 
-def _one(escalation: Any, console: Console) -> None:
-    console.print(render.fields(escalation))
-
-
 @app.command("ls")
 def ls(
     ctx: typer.Context,
@@ -47,7 +43,7 @@ def get(ctx: typer.Context, escalation_id: IdArg, json_: JsonOpt = False) -> Non
     async def action(ul: AsyncUnderlay) -> Any:
         return await ul.escalations.get(escalation_id=escalation_id)
 
-    execute(ctx, action, _one, json_=json_, label="reading")
+    execute(ctx, action, render.one, json_=json_, label="reading")
 
 
 @app.command("resolve")
@@ -80,4 +76,4 @@ def resolve(
             escalation_id=escalation_id, resolution=answer, idempotency_key=idempotency_key
         )
 
-    execute(ctx, action, _one, json_=json_, label="resolving")
+    execute(ctx, action, render.one, json_=json_, label="resolving")

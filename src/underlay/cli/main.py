@@ -22,6 +22,7 @@ from underlay.cli import (
     escalations,
     fleets,
     memory,
+    queue,
     sandbox,
     serve,
     tasks,
@@ -77,6 +78,8 @@ app.add_typer(tasks.app, name="tasks")
 app.command("costs")(tasks.costs)
 fleets.register(app)
 app.add_typer(escalations.app, name="escalations")
+app.add_typer(queue.repos_app, name="repos")
+app.add_typer(queue.queue_app, name="queue")
 calls.register(app)
 serve.register(app)
 

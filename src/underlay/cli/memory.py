@@ -30,10 +30,6 @@ def _scope(user: str | None, agent: str | None, run: str | None) -> dict[str, st
     return {k: v for k, v in (("user_id", user), ("agent_id", agent), ("run_id", run)) if v}
 
 
-def _one(memory: Any, console: Console) -> None:
-    console.print(render.fields(memory))
-
-
 @app.command("add")
 def add(
     ctx: typer.Context,
@@ -107,7 +103,7 @@ def ls(
 @app.command("get")
 def get(ctx: typer.Context, memory_id: IdArg, json_: JsonOpt = False) -> None:
     """One memory."""
-    execute(ctx, lambda ul: ul.memory.get(memory_id), _one, json_=json_)
+    execute(ctx, lambda ul: ul.memory.get(memory_id), render.one, json_=json_)
 
 
 @app.command("history")
@@ -128,7 +124,7 @@ def rm(
     execute(
         ctx,
         lambda ul: ul.memory.delete(memory_id, idempotency_key=idempotency_key),
-        _one,
+        render.one,
         json_=json_,
     )
 
@@ -167,4 +163,4 @@ def import_(
     async def action(ul: AsyncUnderlay) -> Any:
         return await ul.memory.import_(data, idempotency_key=idempotency_key)
 
-    execute(ctx, action, _one, json_=json_, label="importing")
+    execute(ctx, action, render.one, json_=json_, label="importing")

@@ -116,3 +116,8 @@ def render_any(result: Any, console: Console) -> None:
         console.print(fields(data))
         return
     console.print(str(data))
+
+
+def one(obj: Any, console: Console) -> None:
+    """Show one object as a field table (the ``show`` of most single-object commands)."""
+    console.print(fields(obj))

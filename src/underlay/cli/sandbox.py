@@ -27,10 +27,6 @@ COLUMNS = ("id", "template", "state", "persistent", "owner", "expires_at")
 SbxArg = Annotated[str, typer.Argument(help="Sandbox id.")]
 
 
-def _show(sbx: Any, console: Console) -> None:
-    console.print(render.fields(sbx))
-
-
 @app.command("create")
 def create(
     ctx: typer.Context,
@@ -59,7 +55,7 @@ def create(
             idempotency_key=idempotency_key,
         )
 
-    execute(ctx, action, _show, json_=json_, label="starting sandbox")
+    execute(ctx, action, render.one, json_=json_, label="starting sandbox")
 
 
 @app.command("ls")
@@ -121,7 +117,7 @@ def _simple(verb: str, doc: str, label: str) -> None:
                 return await method(sandbox, idempotency_key=idempotency_key)
             return await method(sandbox)
 
-        execute(ctx, action, _show, json_=json_, label=label)
+        execute(ctx, action, render.one, json_=json_, label=label)
 
     command.__doc__ = doc
     app.command(verb.replace("_", "-"))(command)

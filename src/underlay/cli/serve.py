@@ -4,7 +4,8 @@ Both open the embedded kernel under ``--home`` in this process and hand it to a
 surface: ``underlay.server.app.serve`` or ``underlay.mcp.stdio.run_stdio``. ``up``
 prints where it listens and where the admin token file is (never the token), then
 serves until Ctrl-C or SIGTERM and shuts down cleanly with exit code 0. Beside the
-server, ``up`` runs the fleet reconciler and the retention loop (``retention.forever``).
+server, ``up`` runs the fleet reconciler, the retention loop (``retention.forever``) and
+the merge queue (``MergeQueue.forever``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from rich.text import Text
 from underlay import errors
 from underlay.cli.runtime import JsonOpt, emit_json, err, guard, out, state, wants_json
 from underlay.config import Config
+from underlay.coordination.queue import MergeQueue
 from underlay.kernel.kernel import Kernel
 from underlay.orchestration import retention
 from underlay.orchestration.child import WorkerChild
@@ -93,12 +95,13 @@ async def _up(config: Config, serve: Callable[..., Awaitable[Any]], as_json: boo
         reconciler = FleetReconciler(kernel)
         fleets = asyncio.create_task(reconciler.forever(), name="fleet-reconciler")
         pruner = asyncio.create_task(retention.forever(kernel.db, config), name="retention")
+        merges = asyncio.create_task(MergeQueue(kernel).forever(), name="merge-queue")
         try:
             await serve(kernel, config.host, config.port, ready=ready)
         finally:
-            fleets.cancel()
-            pruner.cancel()
-            await asyncio.gather(fleets, pruner, return_exceptions=True)
+            for loop in (fleets, pruner, merges):
+                loop.cancel()
+            await asyncio.gather(fleets, pruner, merges, return_exceptions=True)
             await child.stop()
     finally:
         await kernel.close()

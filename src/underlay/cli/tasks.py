@@ -17,10 +17,6 @@ COLUMNS = ("id", "handler", "queue", "state", "attempts", "priority")
 IdArg = Annotated[str, typer.Argument(help="Task id.")]
 
 
-def _one(task: Any, console: Console) -> None:
-    console.print(render.fields(task))
-
-
 @app.command("submit")
 def submit(
     ctx: typer.Context,
@@ -44,7 +40,7 @@ def submit(
             max_attempts=max_attempts, dedupe_key=dedupe, idempotency_key=idempotency_key,
         )  # fmt: skip
 
-    execute(ctx, action, _one, json_=json_, label="submitting")
+    execute(ctx, action, render.one, json_=json_, label="submitting")
 
 
 @app.command("ls")
@@ -73,7 +69,7 @@ def get(ctx: typer.Context, task_id: IdArg, json_: JsonOpt = False) -> None:
     async def action(ul: AsyncUnderlay) -> Any:
         return await ul.tasks.get(task_id=task_id)
 
-    execute(ctx, action, _one, json_=json_, label="reading")
+    execute(ctx, action, render.one, json_=json_, label="reading")
 
 
 @app.command("cancel")
@@ -83,7 +79,7 @@ def cancel(ctx: typer.Context, task_id: IdArg, json_: JsonOpt = False) -> None:
     async def action(ul: AsyncUnderlay) -> Any:
         return await ul.tasks.cancel(task_id=task_id)
 
-    execute(ctx, action, _one, json_=json_, label="cancelling")
+    execute(ctx, action, render.one, json_=json_, label="cancelling")
 
 
 @app.command("attempts")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from underlay.billing.syscalls import group as billing
 from underlay.compute.syscalls import group as compute
 from underlay.compute.template_syscalls import group as compute_templates
+from underlay.coordination.syscalls import group as coordination
 from underlay.identity.syscalls import group as identity
 from underlay.kernel.syscall import SyscallTable
 from underlay.kernel.syscalls import group as kernel
@@ -28,5 +29,6 @@ def builtin_table() -> SyscallTable:
             escalations,
             fleets,
             retention,
+            coordination,
         ]
     )

@@ -262,6 +262,19 @@ class Heartbeat(StrictModel):
     progress: str | None = Field(default=None, max_length=200)
 
 
+class Membership(StrictModel):
+    """What a fleet member's run learns of itself (``fleets.me``): where it belongs, its
+    memory scope, and an evaluator's feedback for this run."""
+
+    fleet: str
+    agent: str
+    replica: int
+    state: str
+    restarts: int
+    memory_scope: dict[str, str]
+    feedback: str | None = None
+
+
 class HeartbeatAck(StrictModel):
     fleet: str
     agent: str

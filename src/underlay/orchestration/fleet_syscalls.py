@@ -18,6 +18,8 @@ from underlay.orchestration.fleet_models import (
     Heartbeat,
     HeartbeatAck,
     Member,
+    Membership,
+    memory_scope,
 )
 from underlay.types import Empty
 
@@ -84,3 +86,20 @@ async def heartbeat(ctx: CallContext, inp: Heartbeat) -> HeartbeatAck:
     if row is None:
         raise errors.NotFound(f"agent {ctx.principal.id} runs in no fleet now")
     return HeartbeatAck(fleet=row.fleet, agent=row.agent, replica=row.replica, state=row.state)
+
+
+@group.syscall("fleets.me", capability=SELF)
+async def me(ctx: CallContext, inp: Empty) -> Membership:
+    """The caller's own fleet membership: fleet, agent, replica, state, memory scope and
+    an evaluator's feedback for this run (how a sandboxed program learns them)."""
+    row = await fleets.membership(ctx.kernel.db, ctx.org_id, ctx.principal.id)
+    if row is None or ctx.principal.kind != "agent":
+        raise errors.NotFound(f"{ctx.principal.id} runs in no fleet now")
+    fleet = await fleets.read(ctx.kernel.db, ctx.org_id, row.fleet)
+    spec = FleetSpec.model_validate(fleet[0].spec)
+    agent = next(a for a in spec.agents if a.name == row.agent)
+    return Membership(
+        fleet=row.fleet, agent=row.agent, replica=row.replica, state=row.state,
+        restarts=row.restarts, memory_scope=memory_scope(row.fleet, agent),
+        feedback=row.feedback,
+    )  # fmt: skip

@@ -130,6 +130,18 @@ async def members(db: Database, org_id: str, name: str) -> list[Any]:
         return list((await conn.execute(query)).all())
 
 
+def _live_member(org_id: str, agent_id: str) -> Any:
+    m = fleet_members
+    return select(m).where(m.c.org_id == org_id, m.c.agent_id == agent_id,
+                           m.c.state.not_in(FINAL))  # fmt: skip
+
+
+async def membership(db: Database, org_id: str, agent_id: str) -> Any:
+    """The member ``agent_id`` is, if its run is not over."""
+    async with db.read() as conn:
+        return (await conn.execute(_live_member(org_id, agent_id))).first()
+
+
 async def heartbeat(
     db: Database, org_id: str, agent_id: str, progress: str | None, now: float
 ) -> Any:
@@ -138,10 +150,7 @@ async def heartbeat(
     m = fleet_members
 
     def work(conn: Connection) -> Any:
-        query = select(m).where(
-            m.c.org_id == org_id, m.c.agent_id == agent_id, m.c.state.not_in(FINAL)
-        )
-        row = conn.execute(query).first()
+        row = conn.execute(_live_member(org_id, agent_id)).first()
         if row is None:
             return None
         values: dict[str, Any] = {"beat_at": now}

@@ -7,9 +7,9 @@ knows how, for each kind of program:
   member's coordinates and memory scope, an evaluator's feedback and the termination
   grace in the input;
 * ``command`` programs run in a sandbox of the member's own, created with a token of its
-  agent — revoked when the run ends —, the API's URL and its memory scope as its only
-  environment, the API as its only reachable host, and the agent's ``resources`` as the
-  sandbox's limits.
+  agent — revoked when the run ends — and the API's URL as its only environment (the rest
+  — memory scope, feedback — it asks the API: ``fleets.me``), the API as its only
+  reachable host, and the agent's ``resources`` as the sandbox's limits.
 
 States are task states (``queued``, ``leased``, ``succeeded``, ``failed``...), so both
 kinds are observed alike.
@@ -17,7 +17,6 @@ kinds are observed alike.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 from urllib.parse import urlsplit
@@ -93,10 +92,7 @@ class MemberRuns:
             "tokens.create", {"subject": agent_id, "name": f"fleet {row.name}"}, principal=system
         )
         token = issued.token.get_secret_value()
-        env = {"UNDERLAY_URL": self.api_url, "UNDERLAY_TOKEN": token,
-               "UNDERLAY_MEMORY_SCOPE": json.dumps(memory_scope(row.name, agent))}  # fmt: skip
-        if feedback:
-            env["UNDERLAY_FEEDBACK"] = feedback
+        env = {"UNDERLAY_URL": self.api_url, "UNDERLAY_TOKEN": token}  # nothing else
         sandbox: Any = await self.kernel.invoke(
             "sandbox.create",
             {

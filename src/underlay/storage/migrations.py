@@ -84,6 +84,11 @@ MIGRATIONS: list[Migration] = [
         "orchestration: fleet members' heartbeats and progress",
         _add_columns("fleet_members", "run_started_at", "beat_at", "progress", "progress_at"),
     ),
+    Migration(
+        8,
+        "coordination: repositories and the merge queue",
+        _create("repositories", "merge_changes", "claims", "workspaces"),
+    ),
 ]
 
 _PG_LOCK_KEY = 0x756E646C  # "undl"

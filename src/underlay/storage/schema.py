@@ -339,3 +339,71 @@ fleet_members = Table(
     Column("progress_at", Float),
     Index("ix_fleet_members_agent", "org_id", "agent_id"),
 )
+
+# Coordination: repositories registered per org, and the merge queue's changes.
+repositories = Table(
+    "repositories",
+    metadata,
+    Column("org_id", ID, primary_key=True),
+    Column("name", String(64), primary_key=True),
+    Column("path", Text, nullable=False),  # a bare repository (or one with a working tree)
+    Column("owned", Boolean, nullable=False),  # underlay created it (under home/repos)
+    Column("target", String(200), nullable=False),  # the branch the queue lands on
+    Column("settings", JSON, nullable=False),  # checks, template, batch size, tries...
+    Column("created_by", ID, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+merge_changes = Table(
+    "merge_changes",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("org_id", ID, nullable=False),
+    Column("repo", String(64), nullable=False),
+    Column("ref", String(200), nullable=False),  # what was submitted: a branch or a sha
+    Column("head", String(64), nullable=False),  # the commit, resolved at submission
+    Column("submitted_by", ID, nullable=False),
+    Column("task_id", ID),  # attribution: the task it came from, if any
+    Column("state", String(16), nullable=False),  # queued testing landed rejected conflict...
+    Column("tries", Integer, nullable=False),  # conflicts handed back so far (this ref)
+    Column("detail", Text, nullable=False),  # failing output, or what it conflicts with
+    Column("conflicts", JSON, nullable=False),
+    Column("landed_commit", String(64)),
+    Column("escalation_id", ID),
+    Column("created_at", Float, nullable=False),
+    Column("decided_at", Float),
+    Index("ix_merge_changes_queue", "org_id", "repo", "state", "created_at"),
+)
+
+claims = Table(
+    "claims",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("org_id", ID, nullable=False),
+    Column("repo", String(64), nullable=False),
+    Column("paths", JSON, nullable=False),  # globs: "src/auth/*", "docs/api.md"
+    Column("holder", ID, nullable=False),  # the agent (or human) holding it
+    Column("task_id", ID),
+    Column("note", Text, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("released_at", Float),
+    Column("created_at", Float, nullable=False),
+    Index("ix_claims_live", "org_id", "repo", "expires_at"),
+)
+
+workspaces = Table(
+    "workspaces",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("org_id", ID, nullable=False),
+    Column("repo", String(64), nullable=False),
+    Column("owner", ID, nullable=False),  # the agent whose branch and sandbox it is
+    Column("branch", String(200), nullable=False),
+    Column("sandbox_id", ID, nullable=False),
+    Column("base", String(64), nullable=False),  # the target's head when it was created
+    Column("synced_head", String(64), nullable=False),  # the branch, as last synced
+    Column("state", String(16), nullable=False),  # active | deleted
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Index("ix_workspaces_repo", "org_id", "repo", "state"),
+)

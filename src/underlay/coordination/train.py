@@ -1,0 +1,155 @@
+"""The merge train: lands queued changes on a target branch in speculative batches, with
+bisection when a batch fails — and never a red tree.
+
+How a run goes (``Train.run(changes)``, changes in queue order):
+
+1. Changes are cut into groups of ``batch_size``. Each group's *speculative commit* is
+   the merge of its changes on top of the group before it (the first on the target):
+   ``git merge-tree`` then ``commit-tree`` — no checkout, no working tree.
+2. The checks run on up to ``concurrency`` groups' commits at once: group 2 is tested on
+   top of group 1 while group 1 is, as in a speculative merge queue.
+3. The head group's verdict decides. Passed: the target moves to exactly that commit
+   (compare-and-swap; if someone else moved it, everything left is rebuilt on the new
+   target), and its changes are landed. Failed: a group of one change is rejected with
+   the failing output; a larger group is split in halves, tested in turn (bisection),
+   so a failing change is isolated and the others land. Either way the groups after it,
+   built on a failed commit, are rebuilt and tested again.
+4. A change that does not merge onto the commit before it is taken out: if it merges
+   onto the target by itself, it conflicts only with changes ahead of it, so it is
+   deferred once, to be tried after them; otherwise (or the second time) its verdict is
+   ``conflict`` with the conflicted paths.
+
+Guarantees: the target only ever moves to a commit whose checks passed, and only
+forward (each landing is a descendant of the one before); each change gets exactly one
+verdict; a change's head is in the target once it is ``landed``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from underlay.coordination.git import Git
+
+Check = Callable[[str], Awaitable[tuple[bool, str]]]  # commit -> (passed, output)
+Outcome = Literal["landed", "rejected", "conflict"]
+
+
+@dataclass(frozen=True)
+class Change:
+    id: str
+    head: str  # the commit to land
+
+
+@dataclass(frozen=True)
+class Verdict:
+    change: Change
+    outcome: Outcome
+    commit: str | None = None  # landed: the target commit that holds it
+    detail: str = ""  # rejected: the failing output; conflict: what it conflicts with
+    conflicts: tuple[str, ...] = ()
+
+
+@dataclass
+class _Group:
+    changes: list[Change]
+    top: str = ""  # the speculative commit: these changes merged on the group before
+
+
+@dataclass
+class Train:
+    git: Git
+    target: str  # a full ref: refs/heads/main
+    check: Check
+    batch_size: int = 4
+    concurrency: int = 2
+    on_verdict: Callable[[Verdict], Awaitable[None]] | None = None
+    checks_run: int = 0  # how many times the checks ran (figures for the benchmark)
+    _verdicts: list[Verdict] = field(default_factory=list)
+
+    async def run(self, changes: list[Change]) -> list[Verdict]:
+        """Land, reject or hand back every change; their verdicts, in decision order."""
+        self._verdicts = []
+        size = max(1, self.batch_size)
+        pending = [changes[i : i + size] for i in range(0, len(changes), size)]
+        deferred: set[str] = set()
+        while pending:
+            base = await self.git.sha(self.target)
+            groups, later = await self._build(base, pending, deferred)
+            pending = await self._test_and_land(base, groups)
+            if later:
+                pending.append(later)
+        return self._verdicts
+
+    async def _build(
+        self, base: str, pending: list[list[Change]], deferred: set[str]
+    ) -> tuple[list[_Group], list[Change]]:
+        """Speculative commits for every group, on ``base``; changes deferred to the end."""
+        groups, later, top = [], [], base
+        for changes in pending:
+            group = _Group([])
+            for change in changes:
+                merge = await self.git.merge_tree(top, change.head)
+                if not merge.clean:
+                    alone = await self.git.merge_tree(base, change.head) if top != base else merge
+                    if alone.clean and change.id not in deferred:
+                        deferred.add(change.id)
+                        later.append(change)  # it conflicts only with changes ahead of it
+                    else:
+                        await self._decide(Verdict(
+                            change, "conflict", conflicts=merge.conflicts,
+                            detail=f"conflicts with the target in {', '.join(merge.conflicts)}",
+                        ))  # fmt: skip
+                    continue
+                assert merge.tree is not None
+                top = await self.git.commit_tree(
+                    merge.tree, [top, change.head], f"underlay merge queue: {change.id}"
+                )
+                group.changes.append(change)
+            if group.changes:
+                group.top = top
+                groups.append(group)
+        return groups, later
+
+    async def _test_and_land(self, base: str, groups: list[_Group]) -> list[list[Change]]:
+        """Test and land groups in order; what is left to rebuild (after a failure or a
+        target moved by someone else), or nothing."""
+        tests: dict[int, asyncio.Task[tuple[bool, str]]] = {}
+        try:
+            for i, group in enumerate(groups):
+                for j in range(i, min(i + self.concurrency, len(groups))):
+                    if j not in tests:
+                        tests[j] = asyncio.create_task(self._check(groups[j].top))
+                passed, output = await tests.pop(i)
+                rest = [g.changes for g in groups[i + 1 :]]
+                if passed:
+                    if not await self.git.update_ref(self.target, group.top, base):
+                        return [group.changes, *rest]  # moved under us: rebuild all
+                    base = group.top
+                    for change in group.changes:
+                        await self._decide(Verdict(change, "landed", commit=group.top))
+                    continue
+                if len(group.changes) == 1:
+                    await self._decide(Verdict(group.changes[0], "rejected", detail=output))
+                    return rest
+                half = len(group.changes) // 2
+                return [group.changes[:half], group.changes[half:], *rest]
+            return []
+        finally:
+            for task in tests.values():
+                task.cancel()
+            for task in tests.values():
+                with contextlib.suppress(BaseException):
+                    await task
+
+    async def _check(self, commit: str) -> tuple[bool, str]:
+        self.checks_run += 1
+        return await self.check(commit)
+
+    async def _decide(self, verdict: Verdict) -> None:
+        self._verdicts.append(verdict)
+        if self.on_verdict is not None:
+            await self.on_verdict(verdict)
