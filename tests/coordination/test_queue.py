@@ -91,12 +91,14 @@ async def test_changes_land_fail_or_conflict_with_their_attribution(
         "theirs": "conflict", "good2": "landed",
     }  # fmt: skip
     assert "FAIL marker found" in states["red"].detail
+    assert all(c.check_seconds > 0 for ref, c in states.items() if ref != "theirs")  # its cost
     assert states["theirs"].conflicts == ["shared.txt"] and states["theirs"].tries == 1
     target = repo.git("rev-parse", "main", cwd=repo.bare)
     assert states["good2"].landed_commit == target
     for head in good:
         assert repo.git("merge-base", "--is-ancestor", head, target, cwd=repo.bare) == ""
     landed = await audit_events(kernel, syscall="queue.landed")
+    assert all(e["detail"]["check_seconds"] > 0 for e in landed)
     assert {(e["detail"]["agent"], e["detail"]["task"]) for e in landed} == {
         (agent_id, f"task-{ref}") for ref in ("good0", "ours", "good1", "good2")
     }

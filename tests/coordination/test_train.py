@@ -69,6 +69,8 @@ async def test_a_failing_change_is_isolated_and_the_others_land(tmp_path: Path) 
     assert outcomes(verdicts) == {f"c{i}": "rejected" if i == 5 else "landed" for i in range(8)}
     [rejected] = [v for v in verdicts if v.outcome == "rejected"]
     assert rejected.detail == "FAIL in f5.txt\n"
+    assert all(v.check_seconds >= 0 for v in verdicts)
+    assert sum(v.check_seconds for v in verdicts) > 0
     for v in verdicts:
         if v.outcome == "landed":
             assert await git.is_ancestor(v.change.head, "main")

@@ -83,6 +83,7 @@ class MergeChange(StrictModel):
     detail: str = Field(description="the failing checks' output, or the conflict")
     conflicts: list[str]
     landed_commit: str | None
+    check_seconds: float = Field(description="its share of the checks' time: what landing cost")
     escalation_id: str | None
     created_at: float
     decided_at: float | None

@@ -56,7 +56,7 @@ async def submit(
         await conn.execute(c.insert().values(
             id=change_id, org_id=repo.org_id, repo=repo.name, ref=ref, head=head,
             submitted_by=by, task_id=task_id, state="queued", tries=tries, detail="",
-            conflicts=[], created_at=now,
+            conflicts=[], check_seconds=0.0, created_at=now,
         ))  # fmt: skip
     return await get(db, repo.org_id, change_id)
 
@@ -157,8 +157,10 @@ class MergeQueue:
 
     async def _decided(self, repo: Any, change: MergeChange, verdict: Verdict) -> None:
         state: str = verdict.outcome
-        values: dict[str, Any] = {"detail": verdict.detail[-8000:],
-                                  "conflicts": list(verdict.conflicts)}  # fmt: skip
+        values: dict[str, Any] = {
+            "detail": verdict.detail[-8000:], "conflicts": list(verdict.conflicts),
+            "check_seconds": change.check_seconds + verdict.check_seconds,
+        }  # fmt: skip
         if state == "landed":
             values["landed_commit"] = verdict.commit
         if state == "conflict":
@@ -168,7 +170,8 @@ class MergeQueue:
         await self._set([change.id], state=state, decided_at=self.kernel.clock.now(), **values)
         detail = {"change": change.id, "repo": repo.name, "ref": change.ref,
                   "head": change.head, "agent": change.submitted_by, "task": change.task_id,
-                  "commit": verdict.commit, "conflicts": list(verdict.conflicts)}  # fmt: skip
+                  "commit": verdict.commit, "conflicts": list(verdict.conflicts),
+                  "check_seconds": values["check_seconds"]}  # fmt: skip
         await self.kernel.record(repo.org_id, ("system", "merge-queue"), f"queue.{state}",
                                  "ok" if state == "landed" else "error", detail)  # fmt: skip
 

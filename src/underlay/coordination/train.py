@@ -21,13 +21,17 @@ How a run goes (``Train.run(changes)``, changes in queue order):
 
 Guarantees: the target only ever moves to a commit whose checks passed, and only
 forward (each landing is a descendant of the one before); each change gets exactly one
-verdict; a change's head is in the target once it is ``landed``.
+verdict; a change's head is in the target once it is ``landed``. Each verdict carries
+the change's share of the checks' time (a check's wall time split evenly among the
+changes it tested, abandoned speculative checks included) — what it cost to land it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -51,6 +55,7 @@ class Verdict:
     commit: str | None = None  # landed: the target commit that holds it
     detail: str = ""  # rejected: the failing output; conflict: what it conflicts with
     conflicts: tuple[str, ...] = ()
+    check_seconds: float = 0.0  # its share of the checks that tested it (cost attribution)
 
 
 @dataclass
@@ -69,6 +74,7 @@ class Train:
     on_verdict: Callable[[Verdict], Awaitable[None]] | None = None
     checks_run: int = 0  # how many times the checks ran (figures for the benchmark)
     _verdicts: list[Verdict] = field(default_factory=list)
+    _spent: dict[str, float] = field(default_factory=dict)  # change id -> check seconds
 
     async def run(self, changes: list[Change]) -> list[Verdict]:
         """Land, reject or hand back every change; their verdicts, in decision order."""
@@ -122,7 +128,7 @@ class Train:
             for i, group in enumerate(groups):
                 for j in range(i, min(i + self.concurrency, len(groups))):
                     if j not in tests:
-                        tests[j] = asyncio.create_task(self._check(groups[j].top))
+                        tests[j] = asyncio.create_task(self._check(groups[j]))
                 passed, output = await tests.pop(i)
                 rest = [g.changes for g in groups[i + 1 :]]
                 if passed:
@@ -145,11 +151,20 @@ class Train:
                 with contextlib.suppress(BaseException):
                     await task
 
-    async def _check(self, commit: str) -> tuple[bool, str]:
+    async def _check(self, group: _Group) -> tuple[bool, str]:
+        """The checks on the group's commit; their time is shared by its changes."""
         self.checks_run += 1
-        return await self.check(commit)
+        started = time.monotonic()
+        try:
+            return await self.check(group.top)
+        finally:
+            share = (time.monotonic() - started) / len(group.changes)
+            for change in group.changes:
+                self._spent[change.id] = self._spent.get(change.id, 0.0) + share
 
     async def _decide(self, verdict: Verdict) -> None:
+        spent = round(self._spent.pop(verdict.change.id, 0.0), 3)
+        verdict = dataclasses.replace(verdict, check_seconds=spent)
         self._verdicts.append(verdict)
         if self.on_verdict is not None:
             await self.on_verdict(verdict)

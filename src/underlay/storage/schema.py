@@ -369,6 +369,7 @@ merge_changes = Table(
     Column("detail", Text, nullable=False),  # failing output, or what it conflicts with
     Column("conflicts", JSON, nullable=False),
     Column("landed_commit", String(64)),
+    Column("check_seconds", Float, nullable=False),  # its share of the checks' time
     Column("escalation_id", ID),
     Column("created_at", Float, nullable=False),
     Column("decided_at", Float),
