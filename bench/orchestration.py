@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import signal
 import statistics
@@ -43,6 +42,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+import report  # bench/report.py: the script's directory is on sys.path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
@@ -269,10 +270,7 @@ def main() -> None:
         out["concurrent_agents"] = most
         out["all_agents_running_s"] = round(all_at, 2)
         out["concurrent_agents_sandboxed"] = True
-    print(f"\n{'figure':<28}{'value':>10}")
-    for key, value in out.items():
-        print(f"{key:<28}{value!s:>10}")
-    print(json.dumps(out))
+    report.figures(out, 10)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ def add(
     check: Annotated[
         list[str] | None, typer.Option("--check", help="A check command (repeatable).")
     ] = None,
-    batch_size: Annotated[int, typer.Option(help="Changes tested together.")] = 4,
+    batch_size: Annotated[int, typer.Option(help="Changes tested together.")] = 2,
     concurrency: Annotated[int, typer.Option(help="Batches tested at once.")] = 2,
     max_conflict_tries: Annotated[int, typer.Option(help="Before a human is asked.")] = 3,
     idempotency_key: IdemOpt = None,

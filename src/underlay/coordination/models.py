@@ -27,7 +27,7 @@ class RegisterRepo(StrictModel):
     )
     template: str = Field(default="default", description="the checks' sandbox template")
     check_timeout_seconds: float = Field(default=600, gt=0, le=86400)
-    batch_size: int = Field(default=4, ge=1, le=64, description="changes tested together")
+    batch_size: int = Field(default=2, ge=1, le=64, description="changes tested together")
     concurrency: int = Field(default=2, ge=1, le=16, description="batches tested at once")
     max_conflict_tries: int = Field(
         default=3, ge=1, le=100, description="conflicts handed back before a human is asked"

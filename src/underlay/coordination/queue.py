@@ -92,12 +92,13 @@ async def predict(db: Database, repo: Any) -> Prediction:
     heads = [(c.id, c.head) for c in queued]
     if target is not None:
         heads.append(("target", target))
-    for i, (a, head_a) in enumerate(heads):
-        for b, head_b in heads[i + 1 :]:
-            merge = await git.merge_tree(head_a, head_b)
-            pairs += 1
-            if not merge.clean:
-                found.append(Overlap(a=a, b=b, conflicts=list(merge.conflicts)))
+    async with git.scratch() as predictor:
+        for i, (a, head_a) in enumerate(heads):
+            for b, head_b in heads[i + 1 :]:
+                merge = await predictor.merge_tree(head_a, head_b)
+                pairs += 1
+                if not merge.clean:
+                    found.append(Overlap(a=a, b=b, conflicts=list(merge.conflicts)))
     return Prediction(repo=repo.name, target_head=target or "", pairs_checked=pairs,
                       conflicts=found)  # fmt: skip
 

@@ -7,7 +7,9 @@ How a run goes (``Train.run(changes)``, changes in queue order):
    the merge of its changes on top of the group before it (the first on the target):
    ``git merge-tree`` then ``commit-tree`` — no checkout, no working tree.
 2. The checks run on up to ``concurrency`` groups' commits at once: group 2 is tested on
-   top of group 1 while group 1 is, as in a speculative merge queue.
+   top of group 1 while group 1 is, as in a speculative merge queue. A group is built
+   only when it enters that window, while the tests ahead of it run (building all of
+   them first left the checks idle half the time).
 3. The head group's verdict decides. Passed: the target moves to exactly that commit
    (compare-and-swap; if someone else moved it, everything left is rebuilt on the new
    target), and its changes are landed. Failed: a group of one change is rejected with
@@ -69,7 +71,7 @@ class Train:
     git: Git
     target: str  # a full ref: refs/heads/main
     check: Check
-    batch_size: int = 4
+    batch_size: int = 2
     concurrency: int = 2
     on_verdict: Callable[[Verdict], Awaitable[None]] | None = None
     checks_run: int = 0  # how many times the checks ran (figures for the benchmark)
@@ -83,54 +85,33 @@ class Train:
         pending = [changes[i : i + size] for i in range(0, len(changes), size)]
         deferred: set[str] = set()
         while pending:
-            base = await self.git.sha(self.target)
-            groups, later = await self._build(base, pending, deferred)
-            pending = await self._test_and_land(base, groups)
+            later: list[Change] = []
+            pending = await self._round(pending, deferred, later)
             if later:
                 pending.append(later)
         return self._verdicts
 
-    async def _build(
-        self, base: str, pending: list[list[Change]], deferred: set[str]
-    ) -> tuple[list[_Group], list[Change]]:
-        """Speculative commits for every group, on ``base``; changes deferred to the end."""
-        groups, later, top = [], [], base
-        for changes in pending:
-            group = _Group([])
-            for change in changes:
-                merge = await self.git.merge_tree(top, change.head)
-                if not merge.clean:
-                    alone = await self.git.merge_tree(base, change.head) if top != base else merge
-                    if alone.clean and change.id not in deferred:
-                        deferred.add(change.id)
-                        later.append(change)  # it conflicts only with changes ahead of it
-                    else:
-                        await self._decide(Verdict(
-                            change, "conflict", conflicts=merge.conflicts,
-                            detail=f"conflicts with the target in {', '.join(merge.conflicts)}",
-                        ))  # fmt: skip
-                    continue
-                assert merge.tree is not None
-                top = await self.git.commit_tree(
-                    merge.tree, [top, change.head], f"underlay merge queue: {change.id}"
-                )
-                group.changes.append(change)
-            if group.changes:
-                group.top = top
-                groups.append(group)
-        return groups, later
-
-    async def _test_and_land(self, base: str, groups: list[_Group]) -> list[list[Change]]:
-        """Test and land groups in order; what is left to rebuild (after a failure or a
-        target moved by someone else), or nothing."""
-        tests: dict[int, asyncio.Task[tuple[bool, str]]] = {}
+    async def _round(
+        self, pending: list[list[Change]], deferred: set[str], later: list[Change]
+    ) -> list[list[Change]]:
+        """Build, test and land groups in order from the target's head, each group built
+        only as it enters the test window (while the tests ahead of it run); what is left
+        to rebuild after a failure or a target moved by someone else, or nothing."""
+        base = top = await self.git.sha(self.target)
+        queue = list(pending)
+        window: list[tuple[_Group, asyncio.Task[tuple[bool, str]]]] = []
         try:
-            for i, group in enumerate(groups):
-                for j in range(i, min(i + self.concurrency, len(groups))):
-                    if j not in tests:
-                        tests[j] = asyncio.create_task(self._check(groups[j]))
-                passed, output = await tests.pop(i)
-                rest = [g.changes for g in groups[i + 1 :]]
+            while True:
+                while len(window) < self.concurrency and queue:
+                    group = await self._build(top, base, queue.pop(0), deferred, later)
+                    if group is not None:
+                        top = group.top
+                        window.append((group, asyncio.create_task(self._check(group))))
+                if not window:
+                    return []
+                group, test = window.pop(0)
+                passed, output = await test
+                rest = [g.changes for g, _ in window] + queue
                 if passed:
                     if not await self.git.update_ref(self.target, group.top, base):
                         return [group.changes, *rest]  # moved under us: rebuild all
@@ -143,13 +124,42 @@ class Train:
                     return rest
                 half = len(group.changes) // 2
                 return [group.changes[:half], group.changes[half:], *rest]
-            return []
         finally:
-            for task in tests.values():
-                task.cancel()
-            for task in tests.values():
+            for _, test in window:
+                test.cancel()
+            for _, test in window:
                 with contextlib.suppress(BaseException):
-                    await task
+                    await test
+
+    async def _build(
+        self, top: str, base: str, changes: list[Change], deferred: set[str],
+        later: list[Change],
+    ) -> _Group | None:  # fmt: skip
+        """The group's speculative commit on ``top``; None if none of its changes merge
+        (those that conflict only with changes ahead are deferred into ``later``)."""
+        group = _Group([])
+        for change in changes:
+            merge = await self.git.merge_tree(top, change.head)
+            if not merge.clean:
+                alone = await self.git.merge_tree(base, change.head) if top != base else merge
+                if alone.clean and change.id not in deferred:
+                    deferred.add(change.id)
+                    later.append(change)  # it conflicts only with changes ahead of it
+                else:
+                    await self._decide(Verdict(
+                        change, "conflict", conflicts=merge.conflicts,
+                        detail=f"conflicts with the target in {', '.join(merge.conflicts)}",
+                    ))  # fmt: skip
+                continue
+            assert merge.tree is not None
+            top = await self.git.commit_tree(
+                merge.tree, [top, change.head], f"underlay merge queue: {change.id}"
+            )
+            group.changes.append(change)
+        if not group.changes:
+            return None
+        group.top = top
+        return group
 
     async def _check(self, group: _Group) -> tuple[bool, str]:
         """The checks on the group's commit; their time is shared by its changes."""

@@ -179,10 +179,11 @@ class Workspaces:
         async with self.kernel.db.read() as conn:
             others = [(r.id, f"refs/heads/{r.branch}") for r in await conn.execute(query)]
         found = []
-        for name, ref in [("target", f"refs/heads/{repo.target}"), *others]:
-            merge = await git.merge_tree(f"refs/heads/{row.branch}", ref)
-            if not merge.clean:
-                found.append(Overlap(a=row.id, b=name, conflicts=list(merge.conflicts)))
+        async with git.scratch() as predictor:
+            for name, ref in [("target", f"refs/heads/{repo.target}"), *others]:
+                merge = await predictor.merge_tree(f"refs/heads/{row.branch}", ref)
+                if not merge.clean:
+                    found.append(Overlap(a=row.id, b=name, conflicts=list(merge.conflicts)))
         return found
 
     async def listing(self, principal: Principal, repo: str) -> list[Workspace]:
