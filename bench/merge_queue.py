@@ -4,7 +4,7 @@ Run from the project root, as root (the checks run in real bubblewrap sandboxes)
 
     .venv/bin/python bench/merge_queue.py [--agents 8] [--commits 5] [--overlap 0.25]
         [--fail-rate 0.10] [--seed 7] [--batch-size 2] [--concurrency 2] [--pool 0]
-        [--verify-pairs 0] [--quick]
+        [--check-wait 0] [--verify-pairs 0] [--quick]
 
 Method.
 
@@ -42,10 +42,16 @@ Method.
   landed per minute of the run's wall time (``Train.run`` start to end; the landed
   sets of both runs are compared too). ``throughput_ratio_vs_serial`` = queue / serial.
   The default batch size 2 with concurrency 2 was the best of the settings tried on
-  the 2-core reference machine (4 and 2: less well), and is the Train's default.
-  Diagnostics: the checks run, their median wall time, the share of the run's wall time
-  during which at least one check was running, and the train's own git calls (count
-  and seconds; the checks' ``git archive`` excluded).
+  the 2-core reference machine, and is the Train's default.
+- **Checks that wait** (``--check-wait S``): each check first sleeps S seconds in its
+  sandbox, then runs. The default check is bound by this machine's CPU (a sandbox and
+  a Python process; two cores): only two checks at a time help. A CI job mostly waits
+  (on a runner, a service, a test database); with a wait, more checks in flight pay,
+  e.g. ``--check-wait 0.3 --concurrency 4``.
+- **Diagnostics**: the checks run (and the groups decided without a check, their tree
+  having been checked before: ``checks_saved_queue``), their median wall time, the
+  share of the run's wall time during which at least one check was running, and the
+  train's own git calls (count and seconds; the checks' ``git archive`` excluded).
 - **landed_red**: every commit the target was moved to (the landed verdicts' commits,
   and the final target) of both runs is exported and checked again outside the
   sandbox; the count of those that fail.
@@ -351,6 +357,7 @@ class Run:
     wall: float
     verdicts: list[Verdict]
     checks_run: int
+    checks_saved: int  # groups decided by an earlier check of the same tree
     check_seconds: list[float]
     busy: float  # seconds during which at least one check was running
     final: str
@@ -366,12 +373,19 @@ class Run:
         return self.count("landed") / self.wall * 60
 
 
+def check_commands(wait: float) -> list[str]:
+    """The check as the sandbox runs it: with ``--check-wait``, a wait first, as a CI job
+    waits on what is not the machine's CPU (a remote runner, a service, a test database)."""
+    return ([f"sleep {wait:g}"] if wait > 0 else []) + [CHECK]
+
+
 async def run_train(kernel: Kernel, org_id: str, src: Path, where: Path, changes: list[Change],
-                    label: str, batch: int, concurrency: int) -> Run:  # fmt: skip
+                    label: str, batch: int, concurrency: int, commands: list[str],
+                    ) -> Run:  # fmt: skip
     bare = where / f"{label}.git"
     await asyncio.to_thread(shutil.copytree, src, bare)
     git = TimedGit(bare)
-    checks = SandboxChecks(kernel, org_id, Git(bare), [CHECK])  # its archive: not counted
+    checks = SandboxChecks(kernel, org_id, Git(bare), commands)  # its archive: not counted
     durations: list[float] = []
     active, busy, since = 0, 0.0, 0.0
 
@@ -405,8 +419,8 @@ async def run_train(kernel: Kernel, org_id: str, src: Path, where: Path, changes
     verdicts = await train.run(changes)
     wall = time.perf_counter() - started
     final = await git.sha(MAIN)
-    return Run(label, wall, verdicts, train.checks_run, durations, busy, final, bare,
-               git.calls, git.seconds)  # fmt: skip
+    return Run(label, wall, verdicts, train.checks_run, train.checks_saved, durations, busy,
+               final, bare, git.calls, git.seconds)  # fmt: skip
 
 
 async def landed_red(run: Run, scratch: Path) -> tuple[int, int, list[str]]:
@@ -433,21 +447,22 @@ async def throughput(args: argparse.Namespace, src: Path, tmp: Path,
         org_id = kernel.bootstrap_info.org_id
         if args.pool:
             await (await kernel.compute()).pool.wait_full(120)
-        warm = SandboxChecks(kernel, org_id, Git(src), [CHECK])
+        commands = check_commands(args.check_wait)
+        warm = SandboxChecks(kernel, org_id, Git(src), commands)
         base = await Git(src).sha(MAIN)
         for _ in range(3):  # warm-up: imports, first sandbox, page cache
             passed, output = await warm(base)
             if not passed:
                 raise SystemExit(f"the base fails its checks in a sandbox:\n{output}")
         say(f"serial queue: Train(batch_size=1, concurrency=1) on {len(changes)} changes ...")
-        serial = await run_train(kernel, org_id, src, tmp, changes, "serial", 1, 1)
+        serial = await run_train(kernel, org_id, src, tmp, changes, "serial", 1, 1, commands)
         say(f"  {serial.count('landed')} landed in {serial.wall:.2f} s")
         if args.pool:
             await (await kernel.compute()).pool.wait_full(120)
         say(f"underlay queue: Train(batch_size={args.batch_size}, "
             f"concurrency={args.concurrency}) ...")  # fmt: skip
         queue = await run_train(kernel, org_id, src, tmp, changes, "queue",
-                                args.batch_size, args.concurrency)  # fmt: skip
+                                args.batch_size, args.concurrency, commands)  # fmt: skip
         say(f"  {queue.count('landed')} landed in {queue.wall:.2f} s")
         return serial, queue
     finally:
@@ -468,6 +483,9 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=2)
     ap.add_argument("--concurrency", type=int, default=2)
     ap.add_argument("--pool", type=int, default=0, help="warm sandboxes (compute.pool_size)")
+    ap.add_argument("--check-wait", type=float, default=0.0,
+                    help="seconds each check waits before running (checks bound by waiting, "
+                    "not by this machine's CPU)")  # fmt: skip
     ap.add_argument("--verify-pairs", type=int, default=0,
                     help="pairs checked against a real git merge (0: all)")  # fmt: skip
     ap.add_argument(
@@ -537,6 +555,7 @@ def main() -> None:
         "queue_wall_s": round(queue.wall, 2),
         "checks_run_serial": serial.checks_run,
         "checks_run_queue": queue.checks_run,
+        "checks_saved_queue": queue.checks_saved,
         "check_p50_ms_serial": round(statistics.median(serial.check_seconds) * 1000, 1),
         "check_p50_ms_queue": round(statistics.median(queue.check_seconds) * 1000, 1),
         "checks_busy_share_serial": round(serial.busy / serial.wall, 3),
@@ -567,6 +586,7 @@ def main() -> None:
         "batch_size": args.batch_size,
         "concurrency": args.concurrency,
         "pool": args.pool,
+        "check_wait_s": args.check_wait,
         "seed": args.seed,
     }
     report.figures(out, 12)

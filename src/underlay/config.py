@@ -88,6 +88,17 @@ class OrchestrationConfig(BaseModel):
     retention_every_seconds: float = Field(default=3600.0, gt=0)  # how often it prunes
 
 
+class CoordinationConfig(BaseModel):
+    """Settings of the merge queue's helpers (``coordination:`` in config.yaml)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    notices: bool = True  # ``underlay up`` tells agents of predicted conflicts early
+    notice_every_seconds: float = Field(
+        default=5.0, gt=0, description="how often in-flight branches are predicted pairwise"
+    )
+
+
 class Config(BaseModel):
     """Every setting of one underlay installation, with its embedded default."""
 
@@ -109,6 +120,7 @@ class Config(BaseModel):
     compute: ComputeConfig = Field(default_factory=ComputeConfig)
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
     orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig)
+    coordination: CoordinationConfig = Field(default_factory=CoordinationConfig)
 
     @property
     def resolved_database_url(self) -> str:
@@ -128,7 +140,9 @@ class Config(BaseModel):
                 raise InvalidInput(f"{path}: expected a mapping of settings")
             values.update(loaded)
         for name, info in cls.model_fields.items():
-            if info.annotation in (ComputeConfig, MemoryConfig, OrchestrationConfig):
+            if info.annotation in (
+                ComputeConfig, MemoryConfig, OrchestrationConfig, CoordinationConfig,
+            ):  # fmt: skip
                 continue
             env = os.environ.get(f"UNDERLAY_{name.upper()}")
             if env is not None:

@@ -29,11 +29,13 @@ def compute_settings() -> dict[str, object]:
     return {"pool_size": 0}
 
 
-async def registered(ul: AsyncUnderlay, tmp_path: Path, **settings: Any) -> Repo:
+async def registered(
+    ul: AsyncUnderlay, tmp_path: Path, checks: list[str] = CHECKS, **settings: Any
+) -> Repo:
     repo = Repo(tmp_path)
     base = repo.commit({"shared.txt": "one\ntwo\nthree\n"})
     repo.push(f"{base}:refs/heads/main")
-    await ul.repos.register(name="app", path=str(repo.bare), checks=CHECKS, **settings)
+    await ul.repos.register(name="app", path=str(repo.bare), checks=checks, **settings)
     return repo
 
 

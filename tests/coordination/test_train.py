@@ -14,18 +14,25 @@ from .repo import Repo
 MAIN = "refs/heads/main"
 
 
+async def tree_of(git: Git, commit: str) -> str:
+    return (await git.run("rev-parse", f"{commit}^{{tree}}"))[1].strip()
+
+
 class Checks:
-    """Fails a tree in which any file says FAIL; remembers every verdict by commit."""
+    """Fails a tree in which any file says FAIL; remembers every verdict by tree (what
+    the checks see) and every commit checked."""
 
     def __init__(self, git: Git, delay: float = 0.0) -> None:
         self.git, self.delay = git, delay
         self.results: dict[str, bool] = {}
+        self.commits: list[str] = []
 
     async def __call__(self, commit: str) -> tuple[bool, str]:
+        self.commits.append(commit)
         await asyncio.sleep(self.delay)
         _, listing = await self.git.run("grep", "-l", "FAIL", commit, ok=(0, 1))
         failing = [line.split(":", 1)[1] for line in listing.split()]
-        self.results[commit] = not failing
+        self.results[await tree_of(self.git, commit)] = not failing
         return not failing, "".join(f"FAIL in {name}\n" for name in failing)
 
 
@@ -54,7 +61,8 @@ async def landed_trees_all_passed(git: Git, verdicts: list[Verdict], checks: Che
     landed = [v.commit for v in verdicts if v.outcome == "landed"]
     assert landed, "nothing landed"
     for commit in landed:
-        assert checks.results.get(commit or "") is True, f"{commit} landed without passing"
+        tree = await tree_of(git, commit or "")
+        assert checks.results.get(tree) is True, f"{commit} landed without passing"
     assert await git.sha("main") == landed[-1]
 
 
@@ -77,6 +85,26 @@ async def test_a_failing_change_is_isolated_and_the_others_land(tmp_path: Path) 
     assert not await git.is_ancestor(queued[5].head, "main")
     await landed_trees_all_passed(git, verdicts, checks)
     assert train.checks_run < len(queued) + 3  # batches: fewer checks than a serial queue
+
+
+async def test_a_tree_already_checked_is_not_checked_again(tmp_path: Path) -> None:
+    """[good, bad] fails as a batch; bisection checks good alone, and bad on top of good
+    is the batch's tree again: rejected with the batch's output, with no third check.
+    Meanwhile the next batch was built on good alone, not on the known-red tree."""
+    repo, base = setup(tmp_path)
+    contents = [{"a.txt": "ok\n"}, {"b.txt": "FAIL\n"}, {"c.txt": "ok\n"}, {"d.txt": "ok\n"}]
+    queued = changes(repo, base, contents)
+    git = Git(repo.bare)
+    checks = Checks(git, delay=0.01)
+    train = Train(git, MAIN, checks, batch_size=2, concurrency=2)
+    verdicts = await train.run(queued)
+    assert outcomes(verdicts) == {"c0": "landed", "c1": "rejected", "c2": "landed", "c3": "landed"}
+    assert [v.detail for v in verdicts if v.outcome == "rejected"] == ["FAIL in b.txt\n"]
+    assert train.checks_saved == 1
+    trees = [await tree_of(git, c) for c in checks.commits]
+    assert len(trees) == len(set(trees)) == train.checks_run  # no tree checked twice
+    await landed_trees_all_passed(git, verdicts, checks)
+    assert not await git.is_ancestor(queued[1].head, "main")
 
 
 async def test_the_queue_never_lands_a_red_tree(tmp_path: Path) -> None:

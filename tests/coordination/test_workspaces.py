@@ -107,6 +107,11 @@ async def test_agents_see_their_predicted_conflicts_while_they_work(
     await bob.workspaces.sync(workspace=theirs.id)
     seen = await ann.workspaces.get(workspace=mine.id)
     assert [(o.b, o.conflicts) for o in seen.predicted_conflicts] == [(theirs.id, ["shared.txt"])]
+    listed = (await ann.workspaces.list(name="app")).items  # one pass, each pair merged once
+    assert {w.id: [(o.a, o.b, o.conflicts) for o in w.predicted_conflicts] for w in listed} == {
+        mine.id: [(mine.id, theirs.id, ["shared.txt"])],
+        theirs.id: [(theirs.id, mine.id, ["shared.txt"])],
+    }
     landed = await bob.workspaces.sync(workspace=theirs.id, submit=True)
     await MergeQueue(kernel).process_once()
     assert landed.change is not None

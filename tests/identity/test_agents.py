@@ -8,6 +8,7 @@ import pytest
 
 from kernel.helpers import balance, count, make_agent, usd
 from underlay import errors
+from underlay.identity.service import acting_agent
 from underlay.kernel.context import Principal, covered_by
 from underlay.kernel.kernel import Kernel
 from underlay.storage import schema
@@ -155,3 +156,19 @@ async def test_disable_keeps_the_record(kernel: Kernel) -> None:
     got: Any = await kernel.invoke("agents.get", {"agent": "a"}, token=kernel.admin_token())
     assert got.status == "disabled"
     assert (await balance(kernel, agent.id)).available == usd("1.00")
+
+
+async def test_acting_agent_is_the_active_agent_with_its_task(kernel: Kernel) -> None:
+    agent = await make_agent(kernel, "worker", ["memory.*"])
+    assert kernel.bootstrap_info is not None
+    org = kernel.bootstrap_info.org_id
+    async with kernel.db.read() as conn:
+        acting = await acting_agent(conn, org, agent.id, task_id="t1", attempt=2)
+        elsewhere = await acting_agent(conn, "another-org", agent.id)
+    assert acting is not None
+    assert (acting.kind, acting.id, acting.org_id) == ("agent", agent.id, org)
+    assert (acting.capabilities, acting.task_id, acting.attempt) == (("memory.*",), "t1", 2)
+    assert elsewhere is None  # an id from another org is nobody
+    await kernel.invoke("agents.disable", {"agent": agent.id}, token=kernel.admin_token())
+    async with kernel.db.read() as conn:
+        assert await acting_agent(conn, org, agent.id) is None

@@ -19,6 +19,7 @@ from underlay.cli import (
     audit,
     budget,
     calls,
+    comms,
     escalations,
     fleets,
     memory,
@@ -80,6 +81,7 @@ fleets.register(app)
 app.add_typer(escalations.app, name="escalations")
 app.add_typer(queue.repos_app, name="repos")
 app.add_typer(queue.queue_app, name="queue")
+comms.register(app)
 calls.register(app)
 serve.register(app)
 

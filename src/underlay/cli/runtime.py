@@ -153,18 +153,24 @@ def execute(
     *,
     json_: bool = False,
     label: str = "working",
+    streaming: bool = False,
 ) -> Any:
-    """Run ``action`` against the client and print its result; exits on an expected error."""
+    """Run ``action`` against the client and print its result; exits on an expected error.
+
+    ``streaming``: the action prints as it goes (``--follow``): no spinner, and its
+    result is not printed again."""
     st = state(ctx)
     as_json = json_ or st.json
 
     async def run() -> Any:
         async with client(st) as ul:
-            with spinner(label, not as_json):
+            with spinner(label, not as_json and not streaming):
                 return await action(ul)
 
     with guard(as_json):
         result = asyncio.run(run())
+    if streaming:
+        return result
     if as_json:
         emit_json(result)
     else:

@@ -4,8 +4,9 @@ Both open the embedded kernel under ``--home`` in this process and hand it to a
 surface: ``underlay.server.app.serve`` or ``underlay.mcp.stdio.run_stdio``. ``up``
 prints where it listens and where the admin token file is (never the token), then
 serves until Ctrl-C or SIGTERM and shuts down cleanly with exit code 0. Beside the
-server, ``up`` runs the fleet reconciler, the retention loop (``retention.forever``) and
-the merge queue (``MergeQueue.forever``).
+server, ``up`` runs the fleet reconciler, the retention loop (``retention.forever``),
+the merge queue (``MergeQueue.forever``) and its conflict notices
+(``ConflictNotices.forever``, unless ``coordination.notices`` is off).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from rich.text import Text
 from underlay import errors
 from underlay.cli.runtime import JsonOpt, emit_json, err, guard, out, state, wants_json
 from underlay.config import Config
+from underlay.coordination.notices import ConflictNotices
 from underlay.coordination.queue import MergeQueue
 from underlay.kernel.kernel import Kernel
 from underlay.orchestration import retention
@@ -96,12 +98,17 @@ async def _up(config: Config, serve: Callable[..., Awaitable[Any]], as_json: boo
         fleets = asyncio.create_task(reconciler.forever(), name="fleet-reconciler")
         pruner = asyncio.create_task(retention.forever(kernel.db, config), name="retention")
         merges = asyncio.create_task(MergeQueue(kernel).forever(), name="merge-queue")
+        loops = [fleets, pruner, merges]
+        if config.coordination.notices:
+            every = config.coordination.notice_every_seconds
+            notices = ConflictNotices(kernel).forever(every)
+            loops.append(asyncio.create_task(notices, name="conflict-notices"))
         try:
             await serve(kernel, config.host, config.port, ready=ready)
         finally:
-            for loop in (fleets, pruner, merges):
+            for loop in loops:
                 loop.cancel()
-            await asyncio.gather(fleets, pruner, merges, return_exceptions=True)
+            await asyncio.gather(*loops, return_exceptions=True)
             await child.stop()
     finally:
         await kernel.close()

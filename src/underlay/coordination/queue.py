@@ -10,7 +10,10 @@
   decided — ``landed`` (with the target commit), ``rejected`` (with the failing
   output), ``conflict`` (handed back with the paths; the agent fixes and submits again)
   or ``escalated`` once a ref's conflicts reach ``max_conflict_tries`` (an escalation in
-  the human inbox, once per ref) — and audited as ``queue.<outcome>``.
+  the human inbox, once per ref) — and audited as ``queue.<outcome>``. The same
+  transaction publishes the event ``queue.<outcome>`` and, for every outcome but
+  ``landed``, puts a message in the author's inbox with what it needs to fix the
+  branch (announce.py).
 * After a crash, changes left ``testing`` are ``landed`` if the target holds their
   head already (the verdict was lost after the landing), else queued again.
 """
@@ -21,12 +24,13 @@ import asyncio
 import logging
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Connection, func, select, update
 
 from underlay import errors
-from underlay.coordination import repos
+from underlay.comms import notify
+from underlay.coordination import announce, prediction, repos
 from underlay.coordination.checks import SandboxChecks
-from underlay.coordination.models import MergeChange, Overlap, Prediction
+from underlay.coordination.models import MergeChange, Prediction
 from underlay.coordination.train import Change, Train, Verdict
 from underlay.orchestration import escalations
 from underlay.storage.engine import Database
@@ -88,17 +92,10 @@ async def predict(db: Database, repo: Any) -> Prediction:
     git = repos.git_of(repo)
     target = await git.maybe_sha(f"refs/heads/{repo.target}")
     queued = await listing(db, repo.org_id, repo.name, "queued", 1000)
-    found, pairs = [], 0
     heads = [(c.id, c.head) for c in queued]
     if target is not None:
         heads.append(("target", target))
-    async with git.scratch() as predictor:
-        for i, (a, head_a) in enumerate(heads):
-            for b, head_b in heads[i + 1 :]:
-                merge = await predictor.merge_tree(head_a, head_b)
-                pairs += 1
-                if not merge.clean:
-                    found.append(Overlap(a=a, b=b, conflicts=list(merge.conflicts)))
+    found, pairs = await prediction.pairwise(git, heads)
     return Prediction(repo=repo.name, target_head=target or "", pairs_checked=pairs,
                       conflicts=found)  # fmt: skip
 
@@ -168,7 +165,7 @@ class MergeQueue:
             values["tries"] = change.tries + 1
             if change.tries + 1 >= repo.settings["max_conflict_tries"]:
                 state, values["escalation_id"] = "escalated", await self._escalate(repo, change)
-        await self._set([change.id], state=state, decided_at=self.kernel.clock.now(), **values)
+        await self._announce(repo, change, state, decided_at=self.kernel.clock.now(), **values)
         detail = {"change": change.id, "repo": repo.name, "ref": change.ref,
                   "head": change.head, "agent": change.submitted_by, "task": change.task_id,
                   "commit": verdict.commit, "conflicts": list(verdict.conflicts),
@@ -189,15 +186,27 @@ class MergeQueue:
         return str(esc.id)
 
     async def _recover(self, repo: Any) -> None:
+        """Changes left ``testing`` by a crash: landed if the target holds their head (the
+        verdict was lost after the landing), else queued again."""
         git = repos.git_of(repo)
-        target = f"refs/heads/{repo.target}"
+        target = await git.maybe_sha(f"refs/heads/{repo.target}")
         for c in await listing(self.kernel.db, repo.org_id, repo.name, "testing", 1000):
-            if await git.maybe_sha(target) and await git.is_ancestor(c.head, target):
-                landed = await git.sha(target)
-                await self._set([c.id], state="landed", landed_commit=landed,
-                                decided_at=self.kernel.clock.now())  # fmt: skip
+            if target is not None and await git.is_ancestor(c.head, target):
+                await self._announce(repo, c, "landed", landed_commit=target,
+                                     decided_at=self.kernel.clock.now())  # fmt: skip
             else:
                 await self._set([c.id], state="queued")
+
+    async def _announce(self, repo: Any, change: MergeChange, state: str, **values: Any) -> None:
+        """Write a verdict with its event and its author's message, in one transaction."""
+
+        def work(conn: Connection) -> None:
+            conn.execute(update(changes).where(changes.c.id == change.id)
+                         .values(state=state, **values))  # fmt: skip
+            announce.verdict(conn, repo, change, state, values, values["decided_at"])
+
+        await self.kernel.db.run_write(work)
+        notify.wake(self.kernel.db, repo.org_id)
 
     async def _set(self, ids: list[str], **values: Any) -> None:
         async with self.kernel.db.write() as conn:

@@ -16,6 +16,12 @@ How a run goes (``Train.run(changes)``, changes in queue order):
    the failing output; a larger group is split in halves, tested in turn (bisection),
    so a failing change is isolated and the others land. Either way the groups after it,
    built on a failed commit, are rebuilt and tested again.
+3a. Verdicts are remembered by tree, what the checks see: a group whose merged tree was
+   checked before is decided without checking it again. Bisection is where this pays:
+   when the first half of a failed group passes, the second half on top of it is the
+   failed group's tree again, rejected or split at once. A group known to be red keeps
+   its place in line, but the groups after it are built without it, so the test window
+   bets on what is likely to pass rather than on what is known to fail.
 4. A change that does not merge onto the commit before it is taken out: if it merges
    onto the target by itself, it conflicts only with changes ahead of it, so it is
    deferred once, to be tried after them; otherwise (or the second time) its verdict is
@@ -38,7 +44,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from underlay.coordination.git import Git
+from underlay.coordination.git import Git, Merge
 
 Check = Callable[[str], Awaitable[tuple[bool, str]]]  # commit -> (passed, output)
 Outcome = Literal["landed", "rejected", "conflict"]
@@ -64,6 +70,8 @@ class Verdict:
 class _Group:
     changes: list[Change]
     top: str = ""  # the speculative commit: these changes merged on the group before
+    tree: str = ""  # its tree: what the checks see, so what their verdict is keyed by
+    known: tuple[bool, str] | None = None  # the verdict of an earlier check of that tree
 
 
 @dataclass
@@ -75,12 +83,17 @@ class Train:
     concurrency: int = 2
     on_verdict: Callable[[Verdict], Awaitable[None]] | None = None
     checks_run: int = 0  # how many times the checks ran (figures for the benchmark)
+    checks_saved: int = 0  # groups decided by an earlier check of the same tree
     _verdicts: list[Verdict] = field(default_factory=list)
     _spent: dict[str, float] = field(default_factory=dict)  # change id -> check seconds
+    _seen: dict[str, tuple[bool, str]] = field(default_factory=dict)  # tree -> verdict
+    _merges: dict[tuple[str, str], Merge] = field(default_factory=dict)
+    _commits: dict[tuple[str, str], str] = field(default_factory=dict)  # (top, head) -> merge
 
     async def run(self, changes: list[Change]) -> list[Verdict]:
         """Land, reject or hand back every change; their verdicts, in decision order."""
         self._verdicts = []
+        self._seen, self._merges, self._commits = {}, {}, {}
         size = max(1, self.batch_size)
         pending = [changes[i : i + size] for i in range(0, len(changes), size)]
         deferred: set[str] = set()
@@ -96,21 +109,38 @@ class Train:
     ) -> list[list[Change]]:
         """Build, test and land groups in order from the target's head, each group built
         only as it enters the test window (while the tests ahead of it run); what is left
-        to rebuild after a failure or a target moved by someone else, or nothing."""
+        to rebuild after a failure or a target moved by someone else, or nothing.
+
+        A group whose tree was checked before is not checked again. A known-red group
+        stays in line (to be split or rejected when its turn comes) but the groups after
+        it are built without it: they bet on what is likely, not on what is known to
+        fail."""
         base = top = await self.git.sha(self.target)
         queue = list(pending)
-        window: list[tuple[_Group, asyncio.Task[tuple[bool, str]]]] = []
+        window: list[tuple[_Group, asyncio.Task[tuple[bool, str]] | None]] = []
         try:
             while True:
-                while len(window) < self.concurrency and queue:
+                while sum(t is not None for _, t in window) < self.concurrency and queue:
                     group = await self._build(top, base, queue.pop(0), deferred, later)
-                    if group is not None:
-                        top = group.top
+                    if group is None:
+                        continue
+                    group.known = self._seen.get(group.tree)
+                    if group.known is None:
                         window.append((group, asyncio.create_task(self._check(group))))
+                    else:
+                        self.checks_saved += 1
+                        window.append((group, None))
+                    if group.known is None or group.known[0]:
+                        top = group.top
                 if not window:
                     return []
                 group, test = window.pop(0)
-                passed, output = await test
+                if test is not None:
+                    passed, output = await test
+                else:
+                    assert group.known is not None
+                    passed, output = group.known
+                self._seen[group.tree] = (passed, output)
                 rest = [g.changes for g, _ in window] + queue
                 if passed:
                     if not await self.git.update_ref(self.target, group.top, base):
@@ -119,17 +149,27 @@ class Train:
                     for change in group.changes:
                         await self._decide(Verdict(change, "landed", commit=group.top))
                     continue
-                if len(group.changes) == 1:
-                    await self._decide(Verdict(group.changes[0], "rejected", detail=output))
-                    return rest
-                half = len(group.changes) // 2
-                return [group.changes[:half], group.changes[half:], *rest]
+                halves = await self._failed(group, output)
+                if test is None:  # known red: the groups after it were built without it
+                    queue[0:0] = halves
+                    continue
+                return [*halves, *rest]  # the groups after it were built on it
         finally:
             for _, test in window:
-                test.cancel()
+                if test is not None:
+                    test.cancel()
             for _, test in window:
                 with contextlib.suppress(BaseException):
-                    await test
+                    if test is not None:
+                        await test
+
+    async def _failed(self, group: _Group, output: str) -> list[list[Change]]:
+        """A red group: its one change is rejected, or it is split in halves to bisect."""
+        if len(group.changes) == 1:
+            await self._decide(Verdict(group.changes[0], "rejected", detail=output))
+            return []
+        half = len(group.changes) // 2
+        return [group.changes[:half], group.changes[half:]]
 
     async def _build(
         self, top: str, base: str, changes: list[Change], deferred: set[str],
@@ -139,9 +179,9 @@ class Train:
         (those that conflict only with changes ahead are deferred into ``later``)."""
         group = _Group([])
         for change in changes:
-            merge = await self.git.merge_tree(top, change.head)
+            merge = await self._merge(top, change.head)
             if not merge.clean:
-                alone = await self.git.merge_tree(base, change.head) if top != base else merge
+                alone = await self._merge(base, change.head) if top != base else merge
                 if alone.clean and change.id not in deferred:
                     deferred.add(change.id)
                     later.append(change)  # it conflicts only with changes ahead of it
@@ -152,14 +192,27 @@ class Train:
                     ))  # fmt: skip
                 continue
             assert merge.tree is not None
-            top = await self.git.commit_tree(
-                merge.tree, [top, change.head], f"underlay merge queue: {change.id}"
-            )
+            made = self._commits.get((top, change.head))
+            if made is None:
+                made = await self.git.commit_tree(
+                    merge.tree, [top, change.head], f"underlay merge queue: {change.id}"
+                )
+                self._commits[(top, change.head)] = made
+            top = made
             group.changes.append(change)
+            group.tree = merge.tree
         if not group.changes:
             return None
         group.top = top
         return group
+
+    async def _merge(self, ours: str, theirs: str) -> Merge:
+        """``git merge-tree`` of two commits, once per run: bisection rebuilds the halves
+        of a failed group on the same commits, so they cost no git call."""
+        merge = self._merges.get((ours, theirs))
+        if merge is None:
+            merge = self._merges[(ours, theirs)] = await self.git.merge_tree(ours, theirs)
+        return merge
 
     async def _check(self, group: _Group) -> tuple[bool, str]:
         """The checks on the group's commit; their time is shared by its changes."""

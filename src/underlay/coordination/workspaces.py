@@ -29,7 +29,7 @@ from typing import Any
 from sqlalchemy import select, update
 
 from underlay import errors
-from underlay.coordination import repos
+from underlay.coordination import prediction, repos
 from underlay.coordination.git import Git
 from underlay.coordination.models import Overlap, Workspace
 from underlay.kernel.context import Principal
@@ -156,44 +156,52 @@ class Workspaces:
 
     async def get(self, principal: Principal, ws_id: str) -> Workspace:
         row = await self._row(principal.org_id, ws_id)
-        repo = await repos.get(self.kernel.db, row.org_id, row.repo)
-        ahead, overlaps = 0, []
-        if row.state == "active":
-            ahead = await self._ahead(repos.git_of(repo), repo.target, row.branch)
-            overlaps = await self._predict(repo, row) if ahead else []
-        return Workspace(
-            id=row.id, repo=row.repo, owner=row.owner, branch=row.branch,
-            sandbox=row.sandbox_id, path=f"/workspace/{row.repo}", base=row.base,
-            synced_head=row.synced_head, unmerged_commits=ahead, state=row.state,
-            created_at=row.created_at, predicted_conflicts=overlaps,
-        )  # fmt: skip
-
-    async def _predict(self, repo: Any, row: Any) -> list[Overlap]:
-        """Where this branch would conflict with the target or another active workspace's
-        branch (as synced), exactly as git would merge them."""
-        git = repos.git_of(repo)
-        query = select(workspaces.c.id, workspaces.c.branch).where(
-            workspaces.c.org_id == row.org_id, workspaces.c.repo == row.repo,
-            workspaces.c.state == "active", workspaces.c.id != row.id,
-        )  # fmt: skip
-        async with self.kernel.db.read() as conn:
-            others = [(r.id, f"refs/heads/{r.branch}") for r in await conn.execute(query)]
-        found = []
-        async with git.scratch() as predictor:
-            for name, ref in [("target", f"refs/heads/{repo.target}"), *others]:
-                merge = await predictor.merge_tree(f"refs/heads/{row.branch}", ref)
-                if not merge.clean:
-                    found.append(Overlap(a=row.id, b=name, conflicts=list(merge.conflicts)))
-        return found
+        return (await self._models(row.org_id, row.repo, [row]))[0]
 
     async def listing(self, principal: Principal, repo: str) -> list[Workspace]:
-        query = select(workspaces.c.id).where(
+        """The repository's active workspaces, predicted against each other in one pass
+        (each pair merged once)."""
+        query = select(workspaces).where(
             workspaces.c.org_id == principal.org_id, workspaces.c.repo == repo,
             workspaces.c.state == "active",
         ).order_by(workspaces.c.created_at)  # fmt: skip
         async with self.kernel.db.read() as conn:
-            ids = list((await conn.execute(query)).scalars())
-        return [await self.get(principal, i) for i in ids]
+            rows = list((await conn.execute(query)).all())
+        return await self._models(principal.org_id, repo, rows) if rows else []
+
+    async def _models(self, org_id: str, repo_name: str, rows: list[Any]) -> list[Workspace]:
+        """``rows`` as workspaces, each with where its branch would conflict with the
+        target or another active workspace's branch (as synced), exactly as git would
+        merge them; only branches with unmerged commits are predicted."""
+        repo = await repos.get(self.kernel.db, org_id, repo_name)
+        git = repos.git_of(repo)
+        ahead = {r.id: await self._ahead(git, repo.target, r.branch) for r in rows
+                 if r.state == "active"}  # fmt: skip
+        mine = [r.id for r in rows if ahead.get(r.id)]
+        overlaps: dict[str, list[Overlap]] = {i: [] for i in mine}
+        if mine:
+            query = select(workspaces.c.id, workspaces.c.branch).where(
+                workspaces.c.org_id == org_id, workspaces.c.repo == repo_name,
+                workspaces.c.state == "active",
+            ).order_by(workspaces.c.created_at)  # fmt: skip
+            async with self.kernel.db.read() as conn:
+                active = [(r.id, f"refs/heads/{r.branch}") for r in await conn.execute(query)]
+            heads = [("target", f"refs/heads/{repo.target}"), *active]
+            only = mine[0] if len(mine) == 1 else None
+            found, _ = await prediction.pairwise(git, heads, only=only)
+            for o in found:
+                for me, other in ((o.a, o.b), (o.b, o.a)):
+                    if me in overlaps:
+                        overlaps[me].append(Overlap(a=me, b=other, conflicts=o.conflicts))
+        out = []
+        for r in rows:
+            out.append(Workspace(
+                id=r.id, repo=r.repo, owner=r.owner, branch=r.branch, sandbox=r.sandbox_id,
+                path=f"/workspace/{r.repo}", base=r.base, synced_head=r.synced_head,
+                unmerged_commits=ahead.get(r.id, 0), state=r.state, created_at=r.created_at,
+                predicted_conflicts=overlaps.get(r.id, []),
+            ))  # fmt: skip
+        return out
 
     async def _ahead(self, git: Git, target: str, branch: str) -> int:
         _, out = await git.run("rev-list", "--count", f"refs/heads/{target}..refs/heads/{branch}")

@@ -18,6 +18,7 @@ from underlay import errors
 from underlay.identity.authn import mint_token
 from underlay.identity.keys import KeyPair, b64
 from underlay.identity.models import Agent, Token
+from underlay.kernel.context import Principal
 from underlay.storage import schema
 from underlay.types import new_id
 
@@ -209,6 +210,22 @@ async def find_agent(conn: AsyncConnection, org_id: str, ref: str) -> Any:
     if row is None:
         raise errors.NotFound(f"no agent {ref!r} in this org", field="agent")
     return row
+
+
+async def acting_agent(
+    conn: AsyncConnection, org_id: str, agent_id: str, *, task_id: str | None = None,
+    attempt: int | None = None,
+) -> Principal | None:  # fmt: skip
+    """The principal that acts as agent ``agent_id`` of ``org_id`` — its capabilities,
+    the spend attributed to ``task_id``/``attempt`` — or None unless it is active."""
+    q = select(A).where(A.c.org_id == org_id, A.c.id == agent_id)
+    row = (await conn.execute(q)).first()
+    if row is None or row.status != "active":
+        return None
+    return Principal(
+        kind="agent", id=row.id, org_id=row.org_id, capabilities=tuple(row.capabilities),
+        task_id=task_id, attempt=attempt,
+    )  # fmt: skip
 
 
 async def find_token(conn: AsyncConnection, org_id: str, token_id: str) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from underlay.billing.syscalls import group as billing
+from underlay.comms.syscalls import group as comms
 from underlay.compute.syscalls import group as compute
 from underlay.compute.template_syscalls import group as compute_templates
 from underlay.coordination.syscalls import group as coordination
@@ -30,5 +31,6 @@ def builtin_table() -> SyscallTable:
             fleets,
             retention,
             coordination,
+            comms,
         ]
     )

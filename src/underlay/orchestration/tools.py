@@ -25,11 +25,12 @@ from typing import Any
 from sqlalchemy import select
 
 from underlay import errors
+from underlay.identity.service import acting_agent
 from underlay.kernel.context import Principal
 from underlay.kernel.policy import FailurePolicy, RetryPolicy
 from underlay.orchestration.failures import NeedsHuman, classify
 from underlay.orchestration.fleet_models import FailurePolicySpec, PoliciesSpec
-from underlay.storage.schema import agents, tasks
+from underlay.storage.schema import tasks
 
 
 def engine_policy(spec: FailurePolicySpec) -> FailurePolicy:
@@ -59,19 +60,14 @@ class Toolbox:
             task = (await conn.execute(select(tasks).where(tasks.c.id == task_id))).first()
             if task is None:
                 raise errors.NotFound(f"task {task_id} is gone")
-            query = select(agents).where(
-                agents.c.id == task.submitted_by, agents.c.org_id == task.org_id
+            principal = await acting_agent(
+                conn, task.org_id, task.submitted_by, task_id=task_id, attempt=attempt
             )
-            agent = (await conn.execute(query)).first()
-        if agent is None or agent.status != "active":
+        if principal is None:
             raise errors.PermissionDenied(
                 f"task {task_id} was not submitted by an active agent; only an agent's "
                 "tasks make tool calls"
             )
-        principal = Principal(
-            kind="agent", id=agent.id, org_id=agent.org_id,
-            capabilities=tuple(agent.capabilities), task_id=task_id, attempt=attempt,
-        )  # fmt: skip
         return cls(kernel, principal, policies)
 
     def policy(self, tool: str) -> FailurePolicySpec:

@@ -89,6 +89,8 @@ MIGRATIONS: list[Migration] = [
         "coordination: repositories and the merge queue",
         _create("repositories", "merge_changes", "claims", "workspaces"),
     ),
+    Migration(9, "comms: the event log and agents' mailboxes", _create("events", "messages")),
+    Migration(10, "coordination: conflict predictions reported", _create("conflict_notices")),
 ]
 
 _PG_LOCK_KEY = 0x756E646C  # "undl"

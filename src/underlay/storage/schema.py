@@ -408,3 +408,52 @@ workspaces = Table(
     Column("updated_at", Float, nullable=False),
     Index("ix_workspaces_repo", "org_id", "repo", "state"),
 )
+
+# Coordination: conflict predictions already reported to the agents (one row a pair of
+# heads, the two commits in sorted order), so a restart never reports them again.
+conflict_notices = Table(
+    "conflict_notices",
+    metadata,
+    Column("org_id", ID, primary_key=True),
+    Column("repo", String(64), primary_key=True),
+    Column("head_a", String(64), primary_key=True),
+    Column("head_b", String(64), primary_key=True),
+    Column("conflicts", JSON, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+
+# -- comms -----------------------------------------------------------------------------
+
+SEQ = BigInteger().with_variant(Integer, "sqlite")  # a rowid on SQLite, BIGSERIAL elsewhere
+
+# The event log: append-only, ids increase in commit order within an org (appends to one
+# org are serialized, see comms/events.py); ``sqlite_autoincrement`` never reuses an id.
+events = Table(
+    "events",
+    metadata,
+    Column("id", SEQ, primary_key=True, autoincrement=True),
+    Column("org_id", ID, nullable=False),
+    Column("topic", String(100), nullable=False),  # queue.landed, queue.conflict_predicted
+    Column("subject", String(200), nullable=False),  # what it is about: a change id...
+    Column("payload", JSON, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Index("ix_events_org", "org_id", "id"),
+    Index("ix_events_topic", "org_id", "topic", "id"),
+    sqlite_autoincrement=True,
+)
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("id", SEQ, primary_key=True, autoincrement=True),
+    Column("org_id", ID, nullable=False),
+    Column("to_agent", ID, nullable=False),  # the addressee: an agent (or a human) id
+    Column("sender", ID, nullable=False),  # a principal id, or a layer ("merge-queue")
+    Column("subject", String(200), nullable=False),
+    Column("body", JSON, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("read_at", Float),  # set once by messages.ack
+    Index("ix_messages_inbox", "org_id", "to_agent", "id"),
+    sqlite_autoincrement=True,
+)
