@@ -239,6 +239,21 @@ async def test_warm_pool_hands_out_and_refills(ul: AsyncUnderlay, kernel: Kernel
     assert len(m.pool.ready) == 2
 
 
+@pytest.mark.parametrize("compute_settings", [{"pool_size": 1, "meter_every_seconds": 5}])
+async def test_closing_the_pool_as_it_is_woken_stops_it(kernel: Kernel) -> None:
+    """A refill's wake-up landing as close() cancels the filler. On Python 3.11 an
+    ``asyncio.wait_for`` there can swallow the cancellation (it returns the wake-up
+    instead), and close() then waited forever: the filler now also stops on a flag."""
+    m = await kernel.compute()
+    await m.pool.wait_full()
+    await asyncio.sleep(0.05)  # the filler waits for a wake-up
+    m.pool._wake.set()
+    await asyncio.sleep(0)  # the wake-up is delivered, the filler not yet resumed
+    async with asyncio.timeout(20):
+        await m.pool.close()
+    assert m.pool.ready == [] and m.pool._filler is not None and m.pool._filler.done()
+
+
 async def test_files_watch_reports_changes_since_a_cursor(ul: AsyncUnderlay, sbx) -> None:  # type: ignore[no-untyped-def]
     await ul.sandbox.files.write(sbx.id, "keep.txt", "1")
     await ul.sandbox.files.write(sbx.id, "gone.txt", "1")

@@ -101,8 +101,9 @@ async def poll_until(
             left = deadline - time.monotonic()
             if len(found) or left <= 0:
                 return found
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(waiter.event.wait(), min(POLL_SECONDS, left))
+            with contextlib.suppress(TimeoutError):  # asyncio.timeout: see compute/pool.py
+                async with asyncio.timeout(min(POLL_SECONDS, left)):
+                    await waiter.event.wait()
 
 
 async def rows(db: Database, org_id: str, query: Select[Any], wait_seconds: float) -> list[Any]:

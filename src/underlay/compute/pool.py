@@ -37,6 +37,7 @@ class WarmPool:
         self.ready: list[Instance] = []
         self._filler: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._closed = False
         self.handed_out = 0
 
     def fits(self, inp: CreateSandbox) -> bool:
@@ -67,8 +68,8 @@ class WarmPool:
         asyncio.get_running_loop().call_later(REFILL_DELAY_S, self._wake.set)
 
     async def _fill_forever(self) -> None:
-        while True:
-            while len(self.ready) < self.size:
+        while not self._closed:
+            while len(self.ready) < self.size and not self._closed:
                 m = self.manager
                 if len(m.instances) + len(self.ready) >= m.config.max_sandboxes:
                     break
@@ -85,8 +86,12 @@ class WarmPool:
                     await asyncio.sleep(5)
                     break
             self._wake.clear()
+            # asyncio.timeout, not wait_for: on Python 3.11, wait_for returns normally
+            # when it is cancelled just as the event is set, and a filler that missed its
+            # cancellation kept close() waiting forever (seen once in the test suite)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), 30)
+                async with asyncio.timeout(30):
+                    await self._wake.wait()
 
     async def wait_full(self, timeout: float = 30) -> None:
         """Until the pool holds ``size`` instances (tests and benchmarks use this)."""
@@ -96,6 +101,8 @@ class WarmPool:
                 await asyncio.sleep(0.005)
 
     async def close(self) -> None:
+        self._closed = True  # the filler stops even if its cancellation is lost
+        self._wake.set()
         if self._filler:
             self._filler.cancel()
             with contextlib.suppress(asyncio.CancelledError):
