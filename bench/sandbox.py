@@ -75,8 +75,13 @@ def say(*args: Any) -> None:
 # -- underlay, in-process ------------------------------------------------------------------
 
 
+LAUNCHERS: list[int] = []  # --launchers, when given (else the configuration's default)
+
+
 async def open_sdk(home: Path, pool: int) -> tuple[Kernel, AsyncUnderlay]:
-    settings = {"pool_size": pool, "pool_template": TEMPLATE}
+    settings: dict[str, Any] = {"pool_size": pool, "pool_template": TEMPLATE}
+    if LAUNCHERS:
+        settings["launchers"] = LAUNCHERS[0]
     kernel = await Kernel.open(Config.load(home=home, compute=settings))
     return kernel, AsyncUnderlay(LocalTransport(kernel, kernel.admin_token()))
 
@@ -139,8 +144,11 @@ async def underlay_cold(home: Path, runs: int, seconds: float, creators: int) ->
     try:
         for _ in range(5):  # warm-up: imports, caches, first cgroup and mount
             await create_first_exec(ul)
+        driver: Any = (await kernel.compute()).driver
+        taken = driver.launchers.taken if driver.launchers else 0
         cold, create = zip(*[await create_first_exec(ul) for _ in range(runs)], strict=True)
-        say(f"  cold: {runs} runs done")
+        taken = (driver.launchers.taken if driver.launchers else 0) - taken
+        say(f"  cold: {runs} runs done ({taken} took a waiting launcher)")
         sbx = await ul.sandbox.create(template=TEMPLATE, persistent=True)
         try:
             rtt = []
@@ -156,7 +164,8 @@ async def underlay_cold(home: Path, runs: int, seconds: float, creators: int) ->
         say(f"  round-trip: {runs} runs done")
         rate = await creates_per_s(ul, seconds, creators)
         say(f"  creates/s without pool: {rate:.1f}")
-        return {"cold": list(cold), "create": list(create), "rtt": rtt, "rate": rate}
+        return {"cold": list(cold), "create": list(create), "rtt": rtt, "rate": rate,
+                "launched": taken}  # fmt: skip
     finally:
         await kernel.close()
 
@@ -437,7 +446,11 @@ def main() -> None:
     ap.add_argument("--pool", type=int, default=4, help="warm pool size of the warm runs")
     ap.add_argument("--home", type=Path, default=Path("/tmp/underlay-bench/home"))
     ap.add_argument("--profile", action="store_true", help="print the cold path's phases")
+    ap.add_argument("--launchers", type=int, default=None,
+                    help="compute.launchers (default: the configuration's, 2)")  # fmt: skip
     args = ap.parse_args()
+    if args.launchers is not None:
+        LAUNCHERS.append(args.launchers)
     if os.geteuid() != 0:
         raise SystemExit("run as root: sandboxes need cgroups and mounts, podman needs root")
     home: Path = args.home
@@ -512,6 +525,8 @@ def main() -> None:
         "creates_per_s_warm": round(warm["rate"], 1),
         "creates_per_s_best": best,
         "cgroup_attach_ms": attach,
+        "cold_runs_with_launcher": cold["launched"],
+        "launchers": LAUNCHERS[0] if LAUNCHERS else "default",
         "runs": args.runs,
     }))  # fmt: skip
 

@@ -32,6 +32,10 @@ class ComputeConfig(BaseModel):
     driver: str = "bwrap"
     pool_size: int = Field(default=2, ge=0, le=256, description="warm sandboxes kept ready")
     pool_template: str = "default"  # the template the warm pool's sandboxes start from
+    launchers: int = Field(
+        default=2, ge=0, le=64,
+        description="launchers kept waiting in fresh cgroups for cold creates (root only)",
+    )  # fmt: skip
     max_sandboxes: int = Field(default=64, ge=1, description="live sandboxes on this host")
     price_per_sandbox_second: str = "0.00001"
     price_per_cpu_second: str = "0.00005"

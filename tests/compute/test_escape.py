@@ -90,10 +90,6 @@ async def _once(key: str, make: Callable[[], Awaitable[Any]]) -> Any:
     return _CACHE[key]
 
 
-
-
-
-
 def mounts(mountinfo: str) -> list[dict[str, str]]:
     out = []
     for line in mountinfo.splitlines():
@@ -393,9 +389,13 @@ def raw_and_packet_sockets_denied(f: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize("check", list(SURVEY_CHECKS))
-async def test_sandbox_view(ul: AsyncUnderlay, check: str) -> None:
-    async def make() -> Any:
+async def test_sandbox_view(ul: AsyncUnderlay, kernel: Kernel, check: str) -> None:
+    async def make() -> Any:  # through a waiting launcher (the syscalls' sandbox is not)
+        launchers = (await kernel.compute()).driver.launchers  # type: ignore[attr-defined]
+        await launchers.wait_ready()
+        taken = launchers.taken
         sbx = await ul.sandbox.create(timeout=120)
+        assert launchers.taken == taken + 1
         return await run_json(ul, sbx.id, SURVEY)
 
     SURVEY_CHECKS[check](await _once("survey", make))
@@ -407,7 +407,7 @@ async def test_sandbox_view(ul: AsyncUnderlay, check: str) -> None:
 
 @pytest.mark.parametrize("name", list(SYSCALLS))
 async def test_syscall_is_denied(ul: AsyncUnderlay, name: str) -> None:
-    async def make() -> Any:
+    async def make() -> Any:  # spawned: with no launcher waiting (see test_sandbox_view)
         sbx = await ul.sandbox.create(timeout=120)
         exprs = {n: expr for n, (expr, _) in SYSCALLS.items()}
         return await run_json(ul, sbx.id, SYSCALLS_SCRIPT, json.dumps(exprs))

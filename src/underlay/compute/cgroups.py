@@ -60,6 +60,13 @@ def _pids(procs_files: list[Path]) -> set[int]:
     return pids
 
 
+def _names(parent: Path, prefix: str) -> list[str]:
+    try:
+        return sorted(p.name for p in parent.iterdir() if p.is_dir() and p.name.startswith(prefix))
+    except OSError:
+        return []
+
+
 class Cgroup:
     """One sandbox's cgroup. Subclasses know the file names of their hierarchy."""
 
@@ -73,6 +80,11 @@ class Cgroup:
 
     def join_paths(self) -> list[str]:
         """The ``cgroup.procs`` files a launcher writes its own pid into before exec."""
+        raise NotImplementedError
+
+    @classmethod
+    def existing(cls, prefix: str) -> list[str]:
+        """Names of the cgroups under underlay's parent that start with ``prefix``."""
         raise NotImplementedError
 
     def freeze(self) -> None:
@@ -121,6 +133,10 @@ class CgroupV1(Cgroup):
 
     def join_paths(self) -> list[str]:
         return [str(self._dir(c) / "cgroup.procs") for c in self.CONTROLLERS]
+
+    @classmethod
+    def existing(cls, prefix: str) -> list[str]:
+        return _names(ROOT / "memory" / PARENT, prefix)
 
     def _freezer(self, state: str) -> None:
         path = self._dir("freezer") / "freezer.state"
@@ -183,6 +199,10 @@ class CgroupV2(Cgroup):
 
     def join_paths(self) -> list[str]:
         return [str(self._dir / "cgroup.procs")]
+
+    @classmethod
+    def existing(cls, prefix: str) -> list[str]:
+        return _names(ROOT / PARENT, prefix)
 
     def _freeze(self, value: str) -> None:
         _write(self._dir / "cgroup.freeze", value)

@@ -96,5 +96,9 @@ class SandboxDriver(abc.ABC):
     def templates(self) -> list[str]:
         """Names of the root file system templates this driver can start."""
 
+    def keep_launchers(self, count: int) -> None:  # noqa: B027 - optional hook
+        """How many launchers to keep ready for cold creates (compute.launchers); drivers
+        without launchers ignore it."""
+
     async def close(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Release what the driver itself holds (not its instances)."""

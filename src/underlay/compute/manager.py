@@ -64,6 +64,7 @@ class ComputeManager:
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.pool = WarmPool(self, config.pool_size, config.pool_template)
+        driver.keep_launchers(config.launchers)
         self.driver_home = kernel.config.home / "compute"  # snapshots: the host's only
         self.snapshots = Snapshots(self)
         self.watches = Watches()

@@ -34,12 +34,14 @@ from underlay.compute import cgroups, seccomp
 from underlay.compute.files import WorkspaceFiles
 from underlay.compute.initbin import static_binary, ulinit_path
 from underlay.compute.interface import Instance, InstanceSpec, SandboxDriver, Usage
+from underlay.compute.launchers import Launcher, Launchers
 from underlay.compute.models import WORKSPACE
 from underlay.compute.supervisor import Supervisor
 from underlay.compute.templates import SANDBOX_USER, Template, TemplateStore
 from underlay.compute.workspace import Workspace, can_mount
 
 READY_TIMEOUT_S = 10.0
+DEFAULT_LAUNCHERS = 2  # compute.launchers
 
 
 @dataclass
@@ -63,6 +65,14 @@ class BwrapDriver(SandboxDriver):
         self.fwd = static_binary("ulfwd", shared / "bin")
         self.launcher = static_binary("ullaunch", shared / "bin")
         self.filter = seccomp.build_filter()
+        self.launchers: Launchers | None = None
+        if self.root and self.cgroup_cls is not None:
+            seed = static_binary("ulseed", shared / "bin")
+            self.launchers = Launchers(seed, self.cgroup_cls, self.filter, DEFAULT_LAUNCHERS)
+
+    def keep_launchers(self, count: int) -> None:
+        if self.launchers is not None:
+            self.launchers.size = count
 
     def templates(self) -> list[str]:
         return self.store.names()
@@ -84,12 +94,18 @@ class BwrapDriver(SandboxDriver):
             await asyncio.to_thread(ws.prepare, spec.limits.disk_mb, spec.uid, spec.gid)
         else:
             ws.prepare(spec.limits.disk_mb, spec.uid, spec.gid)
-        cg = self.cgroup_cls(spec.id) if self.cgroup_cls else None
+        launcher = self.launchers.take() if self.launchers is not None else None
+        cg = launcher.cgroup if launcher else self.cgroup_cls(spec.id) if self.cgroup_cls else None
         try:
             if cg:
-                cg.create(spec.limits)
-            process = await self._spawn(spec, template, ws, cg)
+                cg.create(spec.limits)  # a launcher's cgroup: the sandbox's limits, now
+            if launcher:
+                process = self._launch(launcher, spec, template, ws)
+            else:
+                process = await self._spawn(spec, template, ws, cg)
         except BaseException:
+            if launcher:
+                launcher.process.kill()
             if cg:
                 cg.remove()
             ws.release()
@@ -121,14 +137,7 @@ class BwrapDriver(SandboxDriver):
     ) -> asyncio.subprocess.Process:
         with self._fds(template, ws, spec.egress) as fds:
             argv = self._argv(spec, template, fds)
-            if spec.egress:
-                sock = self.egress_socket(spec)
-                at = argv.index("--remount-ro")
-                argv[at:at] = [
-                    "--ro-bind-fd", str(fds["fwd"]), "/.ul/fwd",
-                    "--bind", str(sock), "/.ul/egress.sock",
-                ]  # fmt: skip
-            ids = [str(spec.uid), str(spec.gid)] if self.root else ["-", "-"]
+            ids = self._ids(spec)
             launch = [str(self.launcher), *ids, *(cg.join_paths() if cg else []), "--"]
             with open(ws.root / "bwrap.log", "wb") as log:  # noqa: ASYNC230 - local, tiny
                 spawn = asyncio.ensure_future(
@@ -151,21 +160,42 @@ class BwrapDriver(SandboxDriver):
                     _abandon(await spawn)
                     raise
 
+    def _launch(
+        self, launcher: Launcher, spec: InstanceSpec, template: Template, ws: Workspace
+    ) -> asyncio.subprocess.Process:
+        """Have a waiting launcher exec bwrap: it opens the same paths ``_fds`` would,
+        onto the numbers the arguments name."""
+        paths = self._paths(template, ws, spec.egress)
+        fds = launcher.targets(list(paths))
+        argv = self._argv(spec, template, {**fds, "seccomp": launcher.seccomp_fd})
+        opens = {fds[name]: path for name, path in paths.items()}
+        uid, gid = self._ids(spec)
+        launcher.instruct(uid, gid, ws.root / "bwrap.log", opens, argv)
+        return launcher.process
+
+    def _ids(self, spec: InstanceSpec) -> tuple[str, str]:
+        return (str(spec.uid), str(spec.gid)) if self.root else ("-", "-")
+
+    def _paths(self, template: Template, ws: Workspace, egress: bool) -> dict[str, Path]:
+        """What bwrap binds from descriptors: only what some argument consumes (others
+        would leak into the sandbox's init)."""
+        paths = {"ws": ws.path, "init": self.init}
+        if egress:
+            paths["fwd"] = self.fwd
+        if template.rootfs is not None:
+            paths["root"] = template.rootfs
+        if template.etc is not None:
+            paths["etc"] = template.etc
+        return paths
+
     @contextlib.contextmanager
     def _fds(self, template: Template, ws: Workspace, egress: bool) -> Iterator[dict[str, int]]:
-        """Descriptors bwrap binds; only those some argument consumes (others would leak
-        into the sandbox's init)."""
+        """The descriptors of ``_paths`` and the seccomp filter, open for a spawn."""
         fds: dict[str, int] = {}
         try:
-            fds["ws"] = os.open(ws.path, os.O_PATH | os.O_DIRECTORY)
-            fds["init"] = os.open(self.init, os.O_PATH)
-            if egress:
-                fds["fwd"] = os.open(self.fwd, os.O_PATH)
+            for name, path in self._paths(template, ws, egress).items():
+                fds[name] = os.open(path, os.O_PATH)
             fds["seccomp"] = seccomp.seccomp_fd(self.filter)
-            if template.rootfs is not None:
-                fds["root"] = os.open(template.rootfs, os.O_PATH | os.O_DIRECTORY)
-            if template.etc is not None:
-                fds["etc"] = os.open(template.etc, os.O_PATH | os.O_DIRECTORY)
             yield fds
         finally:
             for fd in fds.values():
@@ -201,10 +231,19 @@ class BwrapDriver(SandboxDriver):
             "--chdir", WORKSPACE,
             "--", "/.ul/init",
         ]  # fmt: skip
+        if spec.egress:
+            at = argv.index("--remount-ro")
+            argv[at:at] = [
+                "--ro-bind-fd", str(fds["fwd"]), "/.ul/fwd",
+                "--bind", str(self.egress_socket(spec)), "/.ul/egress.sock",
+            ]  # fmt: skip
         return argv
 
     async def close(self) -> None:
-        """Remove the runtime directory when nothing in it needs keeping."""
+        """Stop the waiting launchers; remove the runtime directory when nothing in it
+        needs keeping."""
+        if self.launchers is not None:
+            await self.launchers.close()
         sandboxes = self.dir / "sandboxes"
         keep = [p for p in (sandboxes, self.dir / "templates") if p.is_dir() and any(p.iterdir())]
         if self.root and not keep:
