@@ -67,6 +67,20 @@ async def test_a_cold_create_is_born_in_a_waiting_launchers_cgroup_with_its_limi
     assert not any(alive(p) for p in pids) and cg.name not in cgroup_names()
 
 
+async def test_a_default_create_keeps_the_limits_its_launcher_waited_with(
+    ul: AsyncUnderlay, kernel: Kernel
+) -> None:
+    launchers = await launchers_of(kernel)
+    await launchers.wait_ready()
+    sbx = await ul.sandbox.create()
+    assert launchers.taken == 1
+    cg = (await instance(kernel, sbx.id)).handle.cgroup
+    assert cg is not None and cg.name.startswith(PREFIX)
+    base = "/sys/fs/cgroup/memory/underlay" if cg.version == 1 else "/sys/fs/cgroup/underlay"
+    name = "memory.limit_in_bytes" if cg.version == 1 else "memory.max"
+    assert Path(f"{base}/{cg.name}/{name}").read_text().strip() == str(Limits().memory_mb << 20)
+
+
 async def test_unused_launchers_are_stood_down_at_close(kernel: Kernel) -> None:
     launchers = await launchers_of(kernel)
     await launchers.wait_ready()

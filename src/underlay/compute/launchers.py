@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from underlay.compute import cgroups, seccomp
@@ -36,6 +36,7 @@ from underlay.types import new_id
 log = logging.getLogger("underlay.compute.launchers")
 PREFIX = "launcher-"
 FIRST_FD = 10  # descriptor numbers the instruction places paths on start here
+REFILL_DELAY_S = 0.05
 
 
 @dataclass
@@ -44,6 +45,7 @@ class Launcher:
     cgroup: cgroups.Cgroup
     control: int  # the write end of its instruction pipe
     seccomp_fd: int  # the filter's number in the launcher (a sealed memfd of its own)
+    limits: Limits = field(default_factory=Limits)  # its cgroup's, until a create's own
 
     def targets(self, names: list[str]) -> dict[str, int]:
         """Free descriptor numbers in the launcher for ``names``."""
@@ -83,7 +85,8 @@ class Launchers:
         if self.size <= 0 or self._closed:
             return None
         self._start()
-        self._wake.set()
+        # refill soon, not now: a spawn on the event loop would slow the create under way
+        asyncio.get_running_loop().call_later(REFILL_DELAY_S, self._wake.set)
         if not self.ready:
             return None
         self.taken += 1
@@ -136,7 +139,7 @@ class Launchers:
             os.close(filter_fd)
         launcher = Launcher(process, self.cgroup_cls(PREFIX + new_id("l")), write_end, filter_fd)
         try:
-            await asyncio.to_thread(_enter, launcher.cgroup, process.pid)
+            await asyncio.to_thread(_enter, launcher)
         except BaseException:
             await _discard(launcher)
             raise
@@ -158,12 +161,13 @@ class Launchers:
             await _discard(self.ready.pop())
 
 
-def _enter(cgroup: cgroups.Cgroup, pid: int) -> None:
-    """Make the cgroup (default limits until a create sets its own) and move ``pid`` in."""
-    cgroup.create(Limits())
-    for procs in cgroup.join_paths():
+def _enter(launcher: Launcher) -> None:
+    """Make the launcher's cgroup (default limits until a create sets its own) and move
+    the launcher in."""
+    launcher.cgroup.create(launcher.limits)
+    for procs in launcher.cgroup.join_paths():
         with open(procs, "w") as f:
-            f.write(str(pid))
+            f.write(str(launcher.process.pid))
 
 
 async def _discard(launcher: Launcher) -> None:

@@ -97,7 +97,7 @@ class BwrapDriver(SandboxDriver):
         launcher = self.launchers.take() if self.launchers is not None else None
         cg = launcher.cgroup if launcher else self.cgroup_cls(spec.id) if self.cgroup_cls else None
         try:
-            if cg:
+            if cg and not (launcher and launcher.limits == spec.limits):
                 cg.create(spec.limits)  # a launcher's cgroup: the sandbox's limits, now
             if launcher:
                 process = self._launch(launcher, spec, template, ws)
