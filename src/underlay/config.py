@@ -103,6 +103,20 @@ class CoordinationConfig(BaseModel):
     )
 
 
+class CommsConfig(BaseModel):
+    """Settings of the event log and the inboxes (``comms:`` in config.yaml)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    retention_days: float | None = Field(
+        default=30.0,
+        ge=0,
+        description="events, and read messages, older than this are deleted by `underlay "
+        "up` (unread messages are kept); None or 0: keep forever",
+    )
+    retention_every_seconds: float = Field(default=3600.0, gt=0)
+
+
 class Config(BaseModel):
     """Every setting of one underlay installation, with its embedded default."""
 
@@ -125,6 +139,7 @@ class Config(BaseModel):
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
     orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig)
     coordination: CoordinationConfig = Field(default_factory=CoordinationConfig)
+    comms: CommsConfig = Field(default_factory=CommsConfig)
 
     @property
     def resolved_database_url(self) -> str:

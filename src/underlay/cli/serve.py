@@ -4,7 +4,8 @@ Both open the embedded kernel under ``--home`` in this process and hand it to a
 surface: ``underlay.server.app.serve`` or ``underlay.mcp.stdio.run_stdio``. ``up``
 prints where it listens and where the admin token file is (never the token), then
 serves until Ctrl-C or SIGTERM and shuts down cleanly with exit code 0. Beside the
-server, ``up`` runs the fleet reconciler, the retention loop (``retention.forever``),
+server, ``up`` runs the fleet reconciler, the retention loops of tasks
+(``retention.forever``) and of events and read messages (``comms.retention.forever``),
 the merge queue (``MergeQueue.forever``) and its conflict notices
 (``ConflictNotices.forever``, unless ``coordination.notices`` is off).
 """
@@ -25,6 +26,7 @@ from rich.text import Text
 
 from underlay import errors
 from underlay.cli.runtime import JsonOpt, emit_json, err, guard, out, state, wants_json
+from underlay.comms import retention as comms_retention
 from underlay.config import Config
 from underlay.coordination.notices import ConflictNotices
 from underlay.coordination.queue import MergeQueue
@@ -98,7 +100,10 @@ async def _up(config: Config, serve: Callable[..., Awaitable[Any]], as_json: boo
         fleets = asyncio.create_task(reconciler.forever(), name="fleet-reconciler")
         pruner = asyncio.create_task(retention.forever(kernel.db, config), name="retention")
         merges = asyncio.create_task(MergeQueue(kernel).forever(), name="merge-queue")
-        loops = [fleets, pruner, merges]
+        comms_pruner = asyncio.create_task(
+            comms_retention.forever(kernel.db, config), name="comms-retention"
+        )
+        loops = [fleets, pruner, merges, comms_pruner]
         if config.coordination.notices:
             every = config.coordination.notice_every_seconds
             notices = ConflictNotices(kernel).forever(every)

@@ -261,13 +261,15 @@ class BwrapDriver(SandboxDriver):
             await asyncio.wait_for(h.process.wait(), 5)
         except TimeoutError:  # a pipe still held open somewhere: stop waiting for it
             _abandon(h.process)
-        h.workspace.release()
+        # off the event loop, as the cgroup's removal: it reads the mount table and
+        # unmounts, which other sandboxes' creates should not wait behind
+        await asyncio.to_thread(h.workspace.release)
         if h.cgroup:
             await asyncio.to_thread(h.cgroup.remove)
 
     async def destroy(self, inst: Instance) -> None:
         await self.stop(inst)
-        inst.handle.workspace.purge()
+        await asyncio.to_thread(inst.handle.workspace.purge)
 
     async def purge(self, spec: InstanceSpec) -> None:
         self._workspace(spec).purge()
