@@ -17,7 +17,6 @@ None or 0 keeps everything).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, delete, select
 
+from underlay.kernel.loops import repeat
 from underlay.storage.engine import Database
 from underlay.storage.schema import events, messages
 
@@ -77,16 +77,16 @@ async def forever(db: Database, config: Config, *, clock: Callable[[], float] = 
     """Every ``comms.retention_every_seconds``, prune what is older than
     ``comms.retention_days``; a failed round is logged and the next runs as planned."""
     settings = config.comms
-    if not settings.retention_days:
+    days = settings.retention_days
+    if not days:
         return
-    while True:
-        try:
-            done = await prune(db, clock() - settings.retention_days * DAY)
-            if done.events or done.messages:
-                log.info(
-                    "comms retention: deleted %d events and %d read messages older than %g "
-                    "days", done.events, done.messages, settings.retention_days,
-                )  # fmt: skip
-        except Exception:  # the database briefly away: the next round tries again
-            log.warning("comms retention round failed", exc_info=True)
-        await asyncio.sleep(settings.retention_every_seconds)
+
+    async def step() -> None:
+        done = await prune(db, clock() - days * DAY)
+        if done.events or done.messages:
+            log.info(
+                "comms retention: deleted %d events and %d read messages older than %g "
+                "days", done.events, done.messages, days,
+            )  # fmt: skip
+
+    await repeat(step, settings.retention_every_seconds, "comms retention round", log)

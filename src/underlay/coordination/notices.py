@@ -25,7 +25,6 @@ One pass (``ConflictNotices.once``), for each repository:
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from sqlalchemy import Connection, select
 
 from underlay.comms import events, notify
 from underlay.coordination import announce, prediction, repos
+from underlay.kernel.loops import repeat
 from underlay.storage.schema import conflict_notices, merge_changes, workspaces
 
 log = logging.getLogger("underlay.conflict_notices")
@@ -58,12 +58,7 @@ class ConflictNotices:
         self._reported: set[tuple[str, str, str, str]] = set()  # (org, repo, head, head)
 
     async def forever(self, every: float = 5.0) -> None:
-        while True:
-            try:
-                await self.once()
-            except Exception:  # one bad pass must not stop the notices
-                log.exception("conflict notices pass failed; next in %s s", every)
-            await asyncio.sleep(every)
+        await repeat(self.once, every, "conflict notices pass", log)
 
     async def once(self) -> int:
         """One pass over every repository; how many new conflicts were reported."""

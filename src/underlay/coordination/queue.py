@@ -20,7 +20,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -32,6 +31,7 @@ from underlay.coordination import announce, prediction, repos
 from underlay.coordination.checks import SandboxChecks
 from underlay.coordination.models import MergeChange, Prediction
 from underlay.coordination.train import Change, Train, Verdict
+from underlay.kernel.loops import repeat
 from underlay.orchestration import escalations
 from underlay.storage.engine import Database
 from underlay.storage.schema import merge_changes as changes
@@ -108,12 +108,7 @@ class MergeQueue:
         self._running: set[tuple[str, str]] = set()
 
     async def forever(self, every: float = 1.0) -> None:
-        while True:
-            try:
-                await self.process_once()
-            except Exception:  # one bad round must not stop the queue
-                log.exception("merge queue round failed; next in %s s", every)
-            await asyncio.sleep(every)
+        await repeat(self.process_once, every, "merge queue round", log)
 
     async def process_once(self) -> int:
         """One round over every repository; how many changes were decided."""

@@ -29,7 +29,6 @@ new reconciler starts counting afresh, which errs towards restarting.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 from typing import Any
@@ -38,6 +37,7 @@ from sqlalchemy import update
 
 from underlay import errors
 from underlay.kernel.context import Principal
+from underlay.kernel.loops import repeat
 from underlay.orchestration import escalations, evaluators, fleets
 from underlay.orchestration.fleet_models import AgentSpec, FleetSpec
 from underlay.orchestration.health import Autoscaler, stalled
@@ -52,7 +52,6 @@ from underlay.storage.schema import fleets as fleets_table
 
 log = logging.getLogger("underlay.fleets")
 RUNNING_STATES = {"queued": "starting", "leased": "running", "waiting": "waiting"}
-
 
 
 class FleetReconciler:
@@ -73,12 +72,7 @@ class FleetReconciler:
         self.runs.api_url = url
 
     async def forever(self, every: float = 1.0) -> None:
-        while True:
-            try:
-                await self.reconcile_once()
-            except Exception:  # one bad round must not end reconciliation
-                log.exception("fleet reconciliation failed; next round in %s s", every)
-            await asyncio.sleep(every)
+        await repeat(self.reconcile_once, every, "fleet reconciliation", log)
 
     async def reconcile_once(self) -> None:
         for row in await fleets.read(self.kernel.db):
