@@ -362,11 +362,12 @@ def _timed(spent: dict[str, float], owner: Any, attr: str, label: str) -> None:
         setattr(owner, attr, wrapped)
 
 
-async def profile(home: Path, runs: int) -> None:
-    """Median wall time of each phase of create → first output, and of destroy."""
-    from underlay.compute import cgroups, manager, supervisor
+async def profile(home: Path, runs: int, pool: int) -> None:
+    """Median wall time of each phase of create → first output, and of destroy; with
+    ``pool``, every create is a hand-out from a warm pool of that size."""
+    from underlay.compute import cgroups, manager, metering, supervisor
     from underlay.compute.drivers import bwrap
-    from underlay.kernel import chain
+    from underlay.kernel import audit, chain
 
     spent: dict[str, float] = defaultdict(float)
     phases = [
@@ -378,15 +379,18 @@ async def profile(home: Path, runs: int) -> None:
         (bwrap.BwrapDriver, "_spawn", "      spawn bwrap (preexec: cgroup join, uid)"),
         (subprocess.Popen, "__init__", "        Popen(): event loop blocked"),
         (supervisor.Supervisor, "wait_ready", "      bwrap setup → ulinit hello"),
+        (manager, "_insert_record", "    record insert (in the audit transaction)"),
+        (audit, "append", "    audit: hash-chained append (in its transaction)"),
         (manager.ComputeManager, "row", "  manager.row (read the record)"),
         (supervisor.Supervisor, "start", "  supervisor.start (send the exec)"),
         (chain, "_write_audit", "  audit append (chain)"),
         (bwrap.BwrapDriver, "destroy", "  driver.destroy"),
-        (manager.ComputeManager, "_meter", "  final metering"),
+        (metering.Meter, "charge", "  metering (charge)"),
     ]
     for owner, attr, label in phases:
         _timed(spent, owner, attr, label)
-    kernel, ul = await open_sdk(home, 0)
+    kernel, ul = await open_sdk(home, pool)
+    warm = (await kernel.compute()).pool if pool else None
     db_write, db_read = kernel.db.write, kernel.db.read
 
     def counted(open_txn: Any, kind: str) -> Any:
@@ -411,6 +415,8 @@ async def profile(home: Path, runs: int) -> None:
     try:
         for i in range(runs + 5):
             for step, call in steps.items():
+                if warm is not None and step == "sandbox.create":
+                    await warm.wait_full()
                 spent.clear()
                 t0 = time.perf_counter()
                 res = await call()
@@ -424,7 +430,8 @@ async def profile(home: Path, runs: int) -> None:
     finally:
         await kernel.close()
     order = ["TOTAL (SDK call)", *(label for _, _, label in phases)]
-    say(f"{'phase (cold, no pool)':<52}{'p50 ms':>9}{'mean ms':>9}")
+    title = f"phase (warm pool of {pool})" if pool else "phase (cold, no pool)"
+    say(f"{title:<52}{'p50 ms':>9}{'mean ms':>9}")
     for step, table in rows.items():
         say(step)
         for key in sorted(table, key=lambda k: (order.index(k) if k in order else 99, k)):
@@ -446,6 +453,7 @@ def main() -> None:
     ap.add_argument("--pool", type=int, default=4, help="warm pool size of the warm runs")
     ap.add_argument("--home", type=Path, default=Path("/tmp/underlay-bench/home"))
     ap.add_argument("--profile", action="store_true", help="print the cold path's phases")
+    ap.add_argument("--warm", action="store_true", help="with --profile: the warm path's")
     ap.add_argument("--launchers", type=int, default=None,
                     help="compute.launchers (default: the configuration's, 2)")  # fmt: skip
     args = ap.parse_args()
@@ -459,7 +467,7 @@ def main() -> None:
     rootfs = asyncio.run(ensure_template(home))
     say(f"root file system of every contender: {rootfs}")
     if args.profile:
-        asyncio.run(profile(home, args.runs))
+        asyncio.run(profile(home, args.runs, args.pool if args.warm else 0))
         return
     attach = cgroup_attach_ms()
     say(f"cgroup attach after 50 ms idle: {attach} ms")

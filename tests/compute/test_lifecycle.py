@@ -6,10 +6,13 @@ import asyncio
 import base64
 
 import pytest
+from sqlalchemy import select
 
 from underlay import errors
+from underlay.compute import manager
 from underlay.kernel.kernel import Kernel
 from underlay.sdk.client import AsyncUnderlay
+from underlay.storage import schema
 
 
 async def test_create_run_destroy(ul: AsyncUnderlay) -> None:
@@ -279,3 +282,41 @@ async def test_files_watch_reports_changes_since_a_cursor(ul: AsyncUnderlay, sbx
     assert quiet.events == []
     with pytest.raises(errors.NotFound):
         await ul.sandbox.files.watch(sbx.id, since="watch_nope")
+
+
+@pytest.mark.parametrize("compute_settings", [{"pool_size": 1, "meter_every_seconds": 5}])
+@pytest.mark.parametrize("warm", [True, False], ids=["hand-out", "cold"])
+async def test_a_create_whose_record_cannot_be_written_leaves_nothing(
+    ul: AsyncUnderlay, kernel: Kernel, monkeypatch: pytest.MonkeyPatch, warm: bool
+) -> None:
+    """The record is written with the create's audit event; when that fails, the
+    sandbox (warm or cold) is destroyed, its uid released, and nothing is recorded."""
+    m = await kernel.compute()
+    await m.pool.wait_full()
+    [pooled] = m.pool.ready
+
+    def refuse(row: object, conn: object) -> None:
+        raise RuntimeError("the disk is full")
+
+    monkeypatch.setattr(manager, "_insert_record", refuse)
+    shape = {} if warm else {"limits": {"memory_mb": 128}}
+    with pytest.raises(errors.InternalError, match=r"sandbox\.create"):
+        await ul.sandbox.create(**shape)
+    monkeypatch.undo()
+    assert m.instances == {} and m.pool.handed_out == (1 if warm else 0)
+    await m.pool.wait_full()
+    alive = {i.spec.uid for i in m.pool.ready}
+    claims = {int(p.name) for p in m.uids.dir.iterdir() if p.read_text().startswith(m.uids.owner)}
+    assert claims == alive  # the failed sandbox's uid was released
+    on_disk = {p.name for p in (m.driver.dir / "sandboxes").iterdir()}  # type: ignore[attr-defined]
+    assert on_disk == {i.id for i in m.pool.ready}
+    if warm:
+        assert pooled.id not in on_disk  # the handed-out sandbox did not go back
+    created = schema.audit_events.c.syscall == "sandbox.create"
+    async with kernel.db.read() as conn:
+        recorded = (await conn.execute(select(schema.sandboxes.c.id))).scalars().all()
+        outcomes = await conn.execute(select(schema.audit_events.c.outcome).where(created))
+        outcomes = outcomes.scalars().all()
+    assert recorded == [] and "ok" not in outcomes
+    sbx = await ul.sandbox.create(**shape)  # and the next create works
+    assert (await ul.sandbox.commands.run(sbx.id, "echo ok")).stdout == "ok\n"

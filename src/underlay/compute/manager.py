@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -22,7 +23,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Connection, select, update
 
 from underlay import errors
 from underlay.compute.commands import CommandRun
@@ -40,11 +41,12 @@ from underlay.storage.rows import in_org
 from underlay.types import new_id
 
 if TYPE_CHECKING:
-    from underlay.kernel.context import Principal
+    from underlay.kernel.context import Committer, Principal
     from underlay.kernel.kernel import Kernel
 
 log = logging.getLogger("underlay.compute")
 S = schema.sandboxes
+_INSERT = S.insert()  # built once, with the record as parameters: compiled once
 LIVE_STATES = ("running", "paused")
 
 
@@ -167,7 +169,17 @@ class ComputeManager:
                     "https_proxy": proxy}  # fmt: skip
         return env | self.env_of(row)
 
-    async def create(self, principal: Principal, inp: CreateSandbox) -> Sandbox:
+    async def create(
+        self, principal: Principal, inp: CreateSandbox, commit: Committer | None = None
+    ) -> Sandbox:
+        """Start a sandbox (a warm one when the pool has its shape) and write its record.
+
+        A warm hand-out with ``commit`` (a call's ``CallContext.commit_with_audit``) has its
+        record written with the call's audit event, one commit for both, and is registered
+        once that committed; otherwise the record is written while the sandbox starts.
+        Either way the caller gets the sandbox only after its record is durable, and a
+        failed start or write leaves no instance, record or uid behind.
+        """
         if inp.timeout is None and not inp.persistent:
             raise errors.InvalidInput(
                 "only a persistent sandbox may have no timeout", field="timeout"
@@ -185,10 +197,22 @@ class ComputeManager:
         sid = warm.id if warm else new_id("sbx")
         uid = warm.spec.uid if warm else self.allocate_uid(sid)
         row = self._new_record(principal, inp, sid, uid)
-        # the record is written while the sandbox starts: neither waits for the other
+        insert = functools.partial(_insert_record, row)
+
+        def register(started: Instance) -> None:
+            self.instances[sid] = started
+            self._remember(row)
+            self.pool.refill()
+
+        if warm is not None and commit is not None:
+            # a hand-out is ready at once: its record goes with the call's audit event
+            undo = functools.partial(self._abort_create, row, warm)
+            commit(insert, then=functools.partial(register, warm), undo=undo)
+            return sandbox_model(row)
+        # a start takes milliseconds: the record is written meanwhile
         started, written = await asyncio.gather(
             _ready(warm) if warm else self._start(self.spec(sid, inp, uid), inp.network),
-            self._insert(row),
+            self.kernel.db.run_write(insert),
             return_exceptions=True,
         )
         failure = next((r for r in (started, written) if isinstance(r, BaseException)), None)
@@ -198,12 +222,10 @@ class ComputeManager:
                 "compute.require_limits: false to run without them"
             )
         if failure is not None:
-            await asyncio.shield(self._abort_create(row, started, written))
+            await asyncio.shield(self._abort_create(row, started, recorded=written is None))
             raise failure
         assert isinstance(started, Instance)
-        self.instances[sid] = started
-        self._remember(row)
-        self.pool.refill()
+        register(started)
         return sandbox_model(row)
 
     def _new_record(
@@ -232,18 +254,16 @@ class ComputeManager:
             meter_seq=0,
         )
 
-    async def _insert(self, row: dict[str, Any]) -> None:
-        statement = S.insert().values(**row)
-        await self.kernel.db.run_write(lambda conn: conn.execute(statement))
-
-    async def _abort_create(self, row: dict[str, Any], started: Any, written: Any) -> None:
+    async def _abort_create(
+        self, row: dict[str, Any], started: Any, recorded: bool = False
+    ) -> None:
         """Undo what half of a failed create did: no instance, record or uid is left."""
         if isinstance(started, Instance):
             await self.driver.destroy(started)
             proxy = self.proxies.pop(started.id, None)
             if proxy is not None:
                 await proxy.close()
-        if not isinstance(written, BaseException):
+        if recorded:
             await self._set(row["id"], state="destroyed", destroyed_at=self.kernel.clock.now())
         self.release_uid(row["host_uid"])
 
@@ -368,6 +388,10 @@ class ComputeManager:
             for r in due:
                 with contextlib.suppress(Exception):
                     await self.end(r, destroy=not r.persistent)
+
+
+def _insert_record(row: dict[str, Any], conn: Connection) -> None:
+    conn.execute(_INSERT, row)
 
 
 async def _ready(inst: Instance) -> Instance:

@@ -71,7 +71,7 @@ async def _row(ctx: CallContext, sid: str, *, live: bool = True) -> Any:
 @group.syscall("sandbox.create", mutating=True, policy=START, backend="bwrap")
 async def create(ctx: CallContext, inp: CreateSandbox) -> Sandbox:
     """Start a sandbox (from the warm pool when its shape allows) and return it."""
-    sbx = await (await ctx.kernel.compute()).create(ctx.principal, inp)
+    sbx = await (await ctx.kernel.compute()).create(ctx.principal, inp, ctx.commit_with_audit)
     ctx.audit.update(sandbox=sbx.id)
     return sbx
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, select
@@ -106,10 +107,21 @@ def append(conn: Connection, *, is_sqlite: bool, **event: Any) -> dict[str, Any]
     return {**event, "prev_hash": prev, "hash": digest}
 
 
-async def record(db: Database, **event: Any) -> dict[str, Any]:
-    """Append one event in a transaction of its own, durable when this returns."""
+async def record(
+    db: Database, *, effects: Sequence[Callable[[Connection], Any]] = (), **event: Any
+) -> dict[str, Any]:
+    """Append one event in a transaction of its own, durable when this returns.
+
+    ``effects`` are written first in the same transaction: what the event records and
+    the event itself are committed together or not at all."""
     is_sqlite = db.is_sqlite
-    return await db.run_write(lambda conn: append(conn, is_sqlite=is_sqlite, **event))
+
+    def transaction(conn: Connection) -> dict[str, Any]:
+        for work in effects:
+            work(conn)
+        return append(conn, is_sqlite=is_sqlite, **event)
+
+    return await db.run_write(transaction)
 
 
 async def verify(conn: AsyncConnection, org_id: str) -> dict[str, Any]:

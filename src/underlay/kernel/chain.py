@@ -11,10 +11,11 @@ Each step appends its name to ``call.trail`` (tests assert the order from it).
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +23,7 @@ from pydantic import BaseModel, ValidationError
 
 from underlay import errors
 from underlay.kernel import audit as audit_log
-from underlay.kernel.context import CallContext, Principal
+from underlay.kernel.context import CallContext, Effect, Principal
 from underlay.kernel.idempotency import request_hash
 from underlay.kernel.syscall import Syscall
 from underlay.types import Money, to_wire
@@ -91,9 +92,37 @@ async def audit(k: Kernel, call: Call, nxt: Next) -> BaseModel:
         outcome = "denied" if isinstance(exc, errors.PermissionDenied) else "error"
         await _write_audit(k, call, outcome, exc.code)
         raise
-    if call.syscall.mutating or k.config.audit_reads or call.replayed:
+    effects = call.ctx.with_audit if call.ctx is not None else []
+    if effects:
+        # shielded: a cancelled caller must not split an effect from its outcome
+        await asyncio.shield(_settle(k, call, effects))
+    elif call.syscall.mutating or k.config.audit_reads or call.replayed:
         await _write_audit(k, call, "replayed" if call.replayed else "ok", None)
     return result
+
+
+async def _settle(k: Kernel, call: Call, effects: Sequence[Effect]) -> None:
+    """Commit a handler's ``commit_with_audit`` writes with its audit event, then run
+    their ``then``; if the transaction fails, their ``undo``."""
+    try:
+        if call.syscall.mutating or k.config.audit_reads:
+            await _write_audit(k, call, "ok", None, effects)
+        else:
+            await k.db.run_write(lambda conn: [e.work(conn) for e in effects])
+    except BaseException as exc:
+        for effect in effects:
+            if effect.undo is not None:
+                await effect.undo()
+        if isinstance(exc, errors.UnderlayError) or not isinstance(exc, Exception):
+            raise
+        log.exception("writing the effects of %s failed (trace %s)", call.syscall.name,
+                      call.trace_id)  # fmt: skip
+        raise errors.InternalError(
+            f"internal error in {call.syscall.name} (trace {call.trace_id})"
+        ) from exc
+    for effect in effects:
+        if effect.then is not None:
+            effect.then()
 
 
 @functools.cache
@@ -108,7 +137,9 @@ def unaudited(model: type[BaseModel]) -> set[str]:
     }
 
 
-async def _write_audit(k: Kernel, call: Call, outcome: str, code: str | None) -> None:
+async def _write_audit(
+    k: Kernel, call: Call, outcome: str, code: str | None, effects: Sequence[Effect] = ()
+) -> None:
     assert call.principal is not None
     detail: dict[str, Any] = {}
     if call.input is not None:
@@ -132,6 +163,7 @@ async def _write_audit(k: Kernel, call: Call, outcome: str, code: str | None) ->
         error_code=code,
         detail=detail,
         trace_id=call.trace_id,
+        effects=[e.work for e in effects],
     )
 
 

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel
 
 from underlay.types import Money
 
 if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
     from underlay.kernel.kernel import Kernel
     from underlay.kernel.syscall import Syscall
     from underlay.storage.engine import Database
@@ -95,12 +98,34 @@ class Principal:
         return Principal(kind="system", id="system", org_id=org_id, capabilities=("*",))
 
 
+@dataclass(frozen=True)
+class Effect:
+    """A handler's write left to the audit step (``CallContext.commit_with_audit``)."""
+
+    work: Callable[[Connection], Any]
+    then: Callable[[], None] | None = None
+    undo: Callable[[], Awaitable[None]] | None = None
+
+
+class Committer(Protocol):
+    """The shape of ``CallContext.commit_with_audit``, for layers that take it."""
+
+    def __call__(
+        self,
+        work: Callable[[Connection], Any],
+        *,
+        then: Callable[[], None] | None = None,
+        undo: Callable[[], Awaitable[None]] | None = None,
+    ) -> None: ...
+
+
 @dataclass
 class CallContext:
     """Given to a handler: the caller, the database, and a way back into the kernel.
 
     ``actual_cost`` may be set by a metered handler to post less than was held;
-    ``audit`` collects result identifiers for the audit event (never secrets).
+    ``audit`` collects result identifiers for the audit event (never secrets);
+    ``commit_with_audit`` hands the chain a write to make with the audit event.
     """
 
     kernel: Kernel
@@ -110,6 +135,24 @@ class CallContext:
     trace_id: str
     actual_cost: Money | None = None
     audit: dict[str, Any] = field(default_factory=dict)
+    with_audit: list[Effect] = field(default_factory=list)
+
+    def commit_with_audit(
+        self,
+        work: Callable[[Connection], Any],
+        *,
+        then: Callable[[], None] | None = None,
+        undo: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """Write ``work(connection)`` in the transaction of this call's audit event, once
+        the handler has returned: the call's effect and its audit event become durable
+        together, in one commit instead of two, before the caller has the result.
+
+        ``then()`` runs once that transaction committed. If it fails, nothing of it is
+        kept: ``undo()`` is awaited and the caller gets the error. A handler that raises
+        after calling this has its writes dropped (it undoes its own work).
+        """
+        self.with_audit.append(Effect(work, then, undo))
 
     @property
     def org_id(self) -> str:

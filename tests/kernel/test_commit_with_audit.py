@@ -1,0 +1,146 @@
+"""``CallContext.commit_with_audit``: a handler's write committed with its audit event."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+from sqlalchemy import Connection, text
+
+from kernel.helpers import OpenKernel, audit_events
+from underlay import errors
+from underlay.kernel.context import CallContext
+from underlay.kernel.kernel import Kernel
+from underlay.kernel.syscall import SyscallGroup
+
+
+class Put(BaseModel):
+    key: str
+    fail_after: bool = False  # the handler raises after handing over its write
+    slow: float = 0.0  # the effect sleeps (in its thread) before writing
+
+
+class Stored(BaseModel):
+    key: str
+
+
+class Witness:
+    """The keys whose ``then`` and ``undo`` ran."""
+
+    def __init__(self) -> None:
+        self.then: list[str] = []
+        self.undone: list[str] = []
+
+
+def group(w: Witness) -> SyscallGroup:
+    g = SyscallGroup("effects")
+
+    @g.syscall("effects.put", mutating=True)
+    async def put(ctx: CallContext, inp: Put) -> Stored:
+        """A test-only syscall: inserts ``key`` with its audit event."""
+
+        def work(conn: Connection) -> None:
+            if inp.slow:
+                time.sleep(inp.slow)
+            conn.execute(text("INSERT INTO effect_rows (key) VALUES (:k)"), {"k": inp.key})
+
+        def then() -> None:
+            w.then.append(inp.key)
+
+        async def undo() -> None:
+            w.undone.append(inp.key)
+
+        ctx.commit_with_audit(work, then=then, undo=undo)
+        ctx.audit.update(key=inp.key)
+        if inp.fail_after:
+            raise errors.Conflict("the handler changed its mind")
+        return Stored(key=inp.key)
+
+    @g.syscall("effects.peek")
+    async def peek(ctx: CallContext, inp: Put) -> Stored:
+        """A test-only read-only syscall that still hands over a write."""
+        ctx.commit_with_audit(
+            lambda conn: conn.execute(
+                text("INSERT INTO effect_rows (key) VALUES (:k)"), {"k": inp.key}
+            )
+        )
+        return Stored(key=inp.key)
+
+    return g
+
+
+@pytest.fixture
+def witness() -> Witness:
+    return Witness()
+
+
+@pytest.fixture
+async def k(open_kernel: OpenKernel, witness: Witness) -> Kernel:
+    kernel = await open_kernel(group(witness))
+    async with kernel.db.write() as conn:
+        await conn.execute(text("CREATE TABLE effect_rows (key VARCHAR(40) PRIMARY KEY)"))
+    return kernel
+
+
+async def keys(k: Kernel) -> list[str]:
+    async with k.db.read() as conn:
+        return sorted(r[0] for r in await conn.execute(text("SELECT key FROM effect_rows")))
+
+
+async def test_the_write_and_its_audit_event_commit_together(k: Kernel, witness: Witness) -> None:
+    out: Any = await k.invoke("effects.put", {"key": "a"}, token=k.admin_token())
+    assert out.key == "a"
+    assert await keys(k) == ["a"]
+    [event] = await audit_events(k, syscall="effects.put")
+    assert (event["outcome"], event["detail"]["result"]) == ("ok", {"key": "a"})
+    assert witness.then == ["a"] and witness.undone == []
+
+
+async def test_a_failed_transaction_keeps_neither_and_undoes(k: Kernel, witness: Witness) -> None:
+    await k.invoke("effects.put", {"key": "dup"}, token=k.admin_token())
+    with pytest.raises(errors.InternalError, match=r"effects\.put"):
+        await k.invoke("effects.put", {"key": "dup"}, token=k.admin_token())
+    assert await keys(k) == ["dup"]
+    events = await audit_events(k, syscall="effects.put")
+    assert len(events) == 1  # the second call's event went with its failed write
+    assert witness.undone == ["dup"]
+    assert witness.then == ["dup"]  # only the first call's
+
+
+async def test_a_handler_that_raises_after_handing_over_drops_the_write(
+    k: Kernel, witness: Witness
+) -> None:
+    with pytest.raises(errors.Conflict, match="changed its mind"):
+        await k.invoke("effects.put", {"key": "b", "fail_after": True}, token=k.admin_token())
+    assert await keys(k) == []
+    [event] = await audit_events(k, syscall="effects.put")
+    assert (event["outcome"], event["error_code"]) == ("error", "conflict")
+    assert witness.then == [] and witness.undone == []
+
+
+async def test_unaudited_calls_still_write_their_effects(k: Kernel) -> None:
+    await k.invoke("effects.peek", {"key": "c"}, token=k.admin_token())
+    assert await keys(k) == ["c"]
+    assert await audit_events(k, syscall="effects.peek") == []
+
+
+async def test_a_cancelled_caller_does_not_split_the_write_from_its_outcome(
+    k: Kernel, witness: Witness
+) -> None:
+    call = asyncio.create_task(
+        k.invoke("effects.put", {"key": "d", "slow": 0.3}, token=k.admin_token())
+    )
+    await asyncio.sleep(0.1)  # the transaction is being written
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    for _ in range(100):  # the write goes on without its caller, then runs ``then``
+        if witness.then:
+            break
+        await asyncio.sleep(0.02)
+    assert await keys(k) == ["d"]
+    assert witness.then == ["d"] and witness.undone == []
+    assert len(await audit_events(k, syscall="effects.put")) == 1
