@@ -63,7 +63,7 @@ class Meter:
             row = await self.m._row_any(row.id)
             now = self.m.kernel.clock.now()
             t_last, cpu_last = self._metered.get(row.id, (inst.started_at, 0.0))
-            cpu = self.m.driver.usage(inst).cpu_seconds
+            cpu = self.m.driver.cpu_seconds(inst)
             d_sec, d_cpu = max(0.0, now - t_last), max(0.0, cpu - cpu_last)
             per_s, per_cpu = self._prices()
             amount = (Decimal(str(d_sec)) * per_s + Decimal(str(d_cpu)) * per_cpu).quantize(
