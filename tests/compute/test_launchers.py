@@ -5,6 +5,7 @@ are stood down, with the host or at close, and nothing of theirs is left behind.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -81,6 +82,61 @@ async def test_a_default_create_keeps_the_limits_its_launcher_waited_with(
     assert Path(f"{base}/{cg.name}/{name}").read_text().strip() == str(Limits().memory_mb << 20)
 
 
+PROBE_NETWORK = r"""
+import errno, fcntl, json, os, socket, struct
+server = socket.socket()
+server.bind(("127.0.0.1", 0))  # the loopback is up
+server.listen()
+client = socket.create_connection(server.getsockname(), timeout=2)
+try:  # SIOCSIFFLAGS on lo, flags 0: down
+    fcntl.ioctl(socket.socket(), 0x8914, struct.pack("16sh", b"lo", 0) + bytes(22))
+    down = "allowed"
+except OSError as exc:
+    down = errno.errorcode[exc.errno]
+links = sorted(line.split(":")[0].strip() for line in open("/proc/net/dev").readlines()[2:])
+print(json.dumps({"host": socket.gethostname(), "net": os.readlink("/proc/self/ns/net"),
+                  "ipc": os.readlink("/proc/self/ns/ipc"), "links": links, "down": down}))
+"""
+
+
+async def test_a_launcher_made_sandbox_has_its_own_network_ipc_and_uts(
+    ul: AsyncUnderlay, kernel: Kernel
+) -> None:
+    """The launcher made them before the create (so bwrap did not): still a network of
+    the loopback only, up, that the sandbox cannot reconfigure, and one per sandbox."""
+    launchers = await launchers_of(kernel)
+    await launchers.wait_ready()
+    seen = []
+    for _ in range(2):
+        sbx = await ul.sandbox.create()
+        out = await ul.sandbox.commands.run(sbx.id, ["python3", "-c", PROBE_NETWORK])
+        assert out.exit_code == 0, out.stderr
+        seen.append(json.loads(out.stdout))
+    assert launchers.taken == 2
+    host = {ns: os.readlink(f"/proc/self/ns/{ns}") for ns in ("net", "ipc")}
+    for probe in seen:
+        assert (probe["host"], probe["links"], probe["down"]) == ("sandbox", ["lo"], "EPERM")
+        assert probe["net"] != host["net"] and probe["ipc"] != host["ipc"]
+    assert seen[0]["net"] != seen[1]["net"] and seen[0]["ipc"] != seen[1]["ipc"]
+
+
+async def test_a_launcher_that_died_waiting_is_dropped_and_the_sandbox_spawned(
+    ul: AsyncUnderlay, kernel: Kernel
+) -> None:
+    launchers = await launchers_of(kernel)
+    await launchers.wait_ready()
+    dead = list(launchers.ready)
+    for launcher in dead:
+        os.kill(launcher.process.pid, 9)
+    for launcher in dead:
+        await launcher.process.wait()
+    sbx = await ul.sandbox.create()
+    assert (await ul.sandbox.commands.run(sbx.id, "echo spawned")).stdout == "spawned\n"
+    cg = (await instance(kernel, sbx.id)).handle.cgroup
+    assert cg is not None and cg.name == sbx.id  # the usual way: a cgroup of its own
+    assert dead[0].cgroup.name not in cgroup_names()  # the dead one's is gone
+
+
 async def test_unused_launchers_are_stood_down_at_close(kernel: Kernel) -> None:
     launchers = await launchers_of(kernel)
     await launchers.wait_ready()
@@ -111,6 +167,32 @@ async def test_cgroups_left_by_a_dead_host_are_removed(kernel: Kernel) -> None:
     launchers = await launchers_of(kernel)
     await launchers.wait_ready()
     assert stale.name not in cgroup_names()
+
+
+async def test_another_live_hosts_launcher_cgroups_are_left_alone(kernel: Kernel) -> None:
+    """Two installations on one machine: the one that starts filling must not take the
+    other's waiting launchers (or sandboxes born from them) for a dead host's."""
+    cls = cgroups.detect()
+    assert cls is not None
+    other_host = await asyncio.create_subprocess_exec("sleep", "60")
+    theirs = cls(f"{PREFIX}{other_host.pid}-l_theirs")
+    try:
+        theirs.create(Limits())
+        for procs in theirs.join_paths():
+            Path(procs).write_text(str(other_host.pid))
+        launchers = await launchers_of(kernel)
+        await launchers.wait_ready()
+        assert theirs.name in cgroup_names() and alive(other_host.pid)
+        other_host.kill()
+        await other_host.wait()
+        await asyncio.to_thread(launchers._remove_stale)  # as the next host to start would
+        assert theirs.name not in cgroup_names()
+        assert {ln.cgroup.name for ln in launchers.ready} <= cgroup_names()  # its own kept
+    finally:
+        if other_host.returncode is None:
+            other_host.kill()
+            await other_host.wait()
+        theirs.remove()
 
 
 async def test_a_bad_instruction_fails_with_its_reason_in_the_log(

@@ -6,7 +6,9 @@ sandbox's cgroup — which takes the kernel's threadgroup lock for writing and, 
 idle moment, waits for an RCU grace period (5 ms at the median on the reference VM,
 with a long tail; see docs/benchmarks.md). A launcher (``ulseed``, compute/init/ulseed.c)
 pays both in the background: it is spawned with the sandbox's stdin and stdout pipes,
-moved into a new empty cgroup, and waits. A create takes one, sets its cgroup's limits
+moved into a new empty cgroup, and waits (in new network, IPC and UTS namespaces of
+its own, an empty network with the loopback up, which bwrap then need not make). A
+create takes one, sets its cgroup's limits
 and sends it one instruction; it opens the sandbox's paths, drops to the sandbox's uid
 and execs bwrap, so the sandbox's processes are born inside their cgroup. The sandbox
 itself — workspace, namespaces, mounts, seccomp, init — is made for the create, from
@@ -17,7 +19,8 @@ ready, and the driver launches the usual way); filling starts with the first tak
 a kernel that never creates a sandbox starts none; a launcher dies with the host
 (parent-death signal) and stands down, doing nothing, when its instruction pipe closes
 unused; ``close`` kills the unused ones and removes their cgroups, and cgroups left by
-a host that died are removed when the next one starts filling.
+a host that died are removed when the next one starts filling (those of a host that is
+alive, another installation on the same machine, are left alone).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ class Launcher:
     cgroup: cgroups.Cgroup
     control: int  # the write end of its instruction pipe
     seccomp_fd: int  # the filter's number in the launcher (a sealed memfd of its own)
+    isolated: bool  # it waits in network, IPC and UTS namespaces of its own
     limits: Limits = field(default_factory=Limits)  # its cgroup's, until a create's own
 
     def targets(self, names: list[str]) -> dict[str, int]:
@@ -71,9 +75,16 @@ class Launcher:
 
 class Launchers:
     def __init__(
-        self, binary: Path, cgroup_cls: type[cgroups.Cgroup], program: bytes, size: int
+        self,
+        binary: Path,
+        cgroup_cls: type[cgroups.Cgroup],
+        program: bytes,
+        size: int,
+        *,
+        isolate: bool = True,
     ) -> None:
         self.binary, self.cgroup_cls, self.program, self.size = binary, cgroup_cls, program, size
+        self.isolate = isolate  # launchers make their sandbox's network, IPC and UTS
         self.ready: list[Launcher] = []
         self._filler: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -114,7 +125,7 @@ class Launchers:
                     await asyncio.sleep(5)
                     break
                 if self._closed:
-                    await _discard(launcher)
+                    await discard(launcher)
                 else:
                     self.ready.append(launcher)
             self._wake.clear()
@@ -127,7 +138,7 @@ class Launchers:
         filter_fd = seccomp.seccomp_fd(self.program)
         try:
             process = await asyncio.create_subprocess_exec(
-                str(self.binary), str(read_end),
+                str(self.binary), str(read_end), *(["--isolate"] if self.isolate else []),
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.DEVNULL, env={}, pass_fds=[read_end, filter_fd],
             )  # fmt: skip
@@ -137,16 +148,23 @@ class Launchers:
         finally:
             os.close(read_end)
             os.close(filter_fd)
-        launcher = Launcher(process, self.cgroup_cls(PREFIX + new_id("l")), write_end, filter_fd)
+        name = f"{PREFIX}{os.getpid()}-{new_id('l')}"
+        launcher = Launcher(process, self.cgroup_cls(name), write_end, filter_fd, self.isolate)
         try:
             await asyncio.to_thread(_enter, launcher)
         except BaseException:
-            await _discard(launcher)
+            await discard(launcher)
             raise
         return launcher
 
     def _remove_stale(self) -> None:
+        """Remove launcher cgroups whose host died. Another live installation's (its
+        launchers, and sandboxes born from them) are never touched: a cgroup's name
+        carries its host's pid."""
         for name in self.cgroup_cls.existing(PREFIX):
+            host = name[len(PREFIX) :].split("-", 1)[0]
+            if host.isdigit() and _alive(int(host)):
+                continue
             with contextlib.suppress(OSError):
                 self.cgroup_cls(name).remove()
 
@@ -158,7 +176,17 @@ class Launchers:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._filler
         while self.ready:
-            await _discard(self.ready.pop())
+            await discard(self.ready.pop())
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _enter(launcher: Launcher) -> None:
@@ -170,8 +198,8 @@ def _enter(launcher: Launcher) -> None:
             f.write(str(launcher.process.pid))
 
 
-async def _discard(launcher: Launcher) -> None:
-    """Stand an unused launcher down and remove its cgroup."""
+async def discard(launcher: Launcher) -> None:
+    """Stand a launcher down (unused, or dead) and remove its cgroup."""
     if launcher.control >= 0:
         os.close(launcher.control)  # EOF with no instruction: it exits
         launcher.control = -1

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import os
 import shutil
 import time
@@ -35,13 +36,14 @@ from underlay.compute import cgroups, seccomp
 from underlay.compute.files import WorkspaceFiles
 from underlay.compute.initbin import static_binary, ulinit_path
 from underlay.compute.interface import Instance, InstanceSpec, SandboxDriver, Usage
-from underlay.compute.launchers import Launcher, Launchers
+from underlay.compute.launchers import Launcher, Launchers, discard
 from underlay.compute.models import WORKSPACE
 from underlay.compute.supervisor import Supervisor
 from underlay.compute.templates import SANDBOX_USER, Template, TemplateStore
 from underlay.compute.workspace import Workspace, can_mount
 
 T = TypeVar("T")
+log = logging.getLogger("underlay.compute.bwrap")
 READY_TIMEOUT_S = 10.0
 DEFAULT_LAUNCHERS = 2  # compute.launchers
 
@@ -96,22 +98,9 @@ class BwrapDriver(SandboxDriver):
             await asyncio.to_thread(ws.prepare, spec.limits.disk_mb, spec.uid, spec.gid)
         else:
             ws.prepare(spec.limits.disk_mb, spec.uid, spec.gid)
-        launcher = self.launchers.take() if self.launchers is not None else None
-        cg = launcher.cgroup if launcher else self.cgroup_cls(spec.id) if self.cgroup_cls else None
         try:
-            if cg and not (launcher and launcher.limits == spec.limits):
-                # a launcher's cgroup: the sandbox's limits, now; off the event loop (on
-                # cgroup v1 a new cgroup is five mkdirs, ~2.5 ms, that other creates'd wait)
-                await _finished(cg.create, spec.limits)
-            if launcher:
-                process = self._launch(launcher, spec, template, ws)
-            else:
-                process = await self._spawn(spec, template, ws, cg)
+            process, cg = await self._begin(spec, template, ws)
         except BaseException:
-            if launcher:
-                launcher.process.kill()
-            if cg:
-                cg.remove()
             ws.release()
             raise
         handle = _Handle(process, cg, ws)
@@ -129,12 +118,40 @@ class BwrapDriver(SandboxDriver):
         try:
             await sup.wait_ready(READY_TIMEOUT_S)
         except BaseException as exc:
-            log = (ws.root / "bwrap.log").read_text(errors="replace").strip()[-500:]
+            said = (ws.root / "bwrap.log").read_text(errors="replace").strip()[-500:]
             await self.stop(inst)
             if isinstance(exc, errors.UnderlayError | Exception):
-                raise errors.Unavailable(f"the sandbox did not start: {log or exc}") from exc
+                raise errors.Unavailable(f"the sandbox did not start: {said or exc}") from exc
             raise
         return inst
+
+    async def _begin(
+        self, spec: InstanceSpec, template: Template, ws: Workspace
+    ) -> tuple[asyncio.subprocess.Process, cgroups.Cgroup | None]:
+        """bwrap started for ``spec``, with its cgroup: by a waiting launcher when one is
+        ready, else spawned. A launcher that died waiting (killed by hand, say) is
+        dropped and the sandbox spawned instead; on any failure no cgroup is left."""
+        launcher = self.launchers.take() if self.launchers is not None else None
+        if launcher is not None:
+            try:
+                if launcher.limits != spec.limits:  # its cgroup gets the sandbox's limits
+                    await _finished(launcher.cgroup.create, spec.limits)
+                return self._launch(launcher, spec, template, ws), launcher.cgroup
+            except BrokenPipeError:
+                log.warning("a sandbox launcher had died; starting %s without one", spec.id)
+                await discard(launcher)
+            except BaseException:
+                await asyncio.shield(discard(launcher))
+                raise
+        cg = self.cgroup_cls(spec.id) if self.cgroup_cls else None
+        try:
+            if cg:  # off the event loop: on cgroup v1 a new cgroup is five mkdirs, ~2.5 ms
+                await _finished(cg.create, spec.limits)
+            return await self._spawn(spec, template, ws, cg), cg
+        except BaseException:
+            if cg:
+                await asyncio.shield(asyncio.to_thread(cg.remove))
+            raise
 
     async def _spawn(
         self, spec: InstanceSpec, template: Template, ws: Workspace, cg: cgroups.Cgroup | None
@@ -143,14 +160,14 @@ class BwrapDriver(SandboxDriver):
             argv = self._argv(spec, template, fds)
             ids = self._ids(spec)
             launch = [str(self.launcher), *ids, *(cg.join_paths() if cg else []), "--"]
-            with open(ws.root / "bwrap.log", "wb") as log:  # noqa: ASYNC230 - local, tiny
+            with open(ws.root / "bwrap.log", "wb") as log_file:  # noqa: ASYNC230 - local, tiny
                 spawn = asyncio.ensure_future(
                     asyncio.create_subprocess_exec(
                         *launch,
                         *argv,
                         stdin=asyncio.subprocess.PIPE,
                         stdout=asyncio.subprocess.PIPE,
-                        stderr=log,
+                        stderr=log_file,
                         env={},
                         pass_fds=list(fds.values()),
                     )
@@ -171,7 +188,9 @@ class BwrapDriver(SandboxDriver):
         onto the numbers the arguments name."""
         paths = self._paths(template, ws, spec.egress)
         fds = launcher.targets(list(paths))
-        argv = self._argv(spec, template, {**fds, "seccomp": launcher.seccomp_fd})
+        argv = self._argv(
+            spec, template, {**fds, "seccomp": launcher.seccomp_fd}, made=launcher.isolated
+        )
         opens = {fds[name]: path for name, path in paths.items()}
         uid, gid = self._ids(spec)
         launcher.instruct(uid, gid, ws.root / "bwrap.log", opens, argv)
@@ -205,15 +224,19 @@ class BwrapDriver(SandboxDriver):
             for fd in fds.values():
                 os.close(fd)
 
-    def _argv(self, spec: InstanceSpec, template: Template, fds: dict[str, int]) -> list[str]:
+    def _argv(
+        self, spec: InstanceSpec, template: Template, fds: dict[str, int], made: bool = False
+    ) -> list[str]:
+        """bwrap's arguments; ``made``: the launcher already made the network, IPC and
+        UTS namespaces (hostname ``sandbox``), which bwrap then inherits."""
         uid, gid = SANDBOX_USER[1], SANDBOX_USER[2]
         tmp_bytes = str(min(spec.limits.disk_mb, spec.limits.memory_mb) << 20)
         argv = [
-            self.bwrap,
-            "--unshare-user", "--unshare-pid", "--unshare-net", "--unshare-ipc",
-            "--unshare-uts", "--unshare-cgroup-try", "--disable-userns",
-            "--die-with-parent", "--new-session", "--cap-drop", "ALL", "--clearenv",
-            "--uid", str(uid), "--gid", str(gid), "--hostname", "sandbox",
+            self.bwrap, "--unshare-user", "--unshare-pid", "--unshare-cgroup-try",
+            *(() if made else ("--unshare-net", "--unshare-ipc", "--unshare-uts")),
+            "--disable-userns", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
+            "--clearenv", "--uid", str(uid), "--gid", str(gid),
+            *(() if made else ("--hostname", "sandbox")),
         ]  # fmt: skip
         if template.rootfs is None:
             argv += ["--ro-bind", "/usr", "/usr"]
@@ -257,8 +280,10 @@ class BwrapDriver(SandboxDriver):
         h: _Handle = inst.handle
         await inst.supervisor.close()
         if h.cgroup:
+            # bwrap is in the cgroup too: its exit is left to asyncio's child watcher to
+            # reap (a kill now would poll, reap it first, and have the watcher warn)
             await asyncio.to_thread(h.cgroup.kill_all)
-        if h.process.returncode is None:
+        elif h.process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 h.process.kill()
         try:

@@ -1,12 +1,15 @@
 /*
  * ulseed: a launcher started ahead of its sandbox, waiting inside the sandbox's cgroup.
  *
- *   ulseed CONTROL_FD
+ *   ulseed CONTROL_FD [--isolate]
  *
  * The host starts it with the sandbox's stdin and stdout pipes, moves it into a fresh
  * cgroup (on cgroup v1 that move waits for an RCU grace period, several milliseconds
  * after an idle moment: paid here, before any sandbox is asked for), and keeps it
- * waiting. To start a sandbox the host writes one instruction to CONTROL_FD and closes
+ * waiting. With --isolate it first enters new network, IPC and UTS namespaces of its
+ * own (as root: hostname "sandbox", loopback up, nothing else), which bwrap then
+ * inherits instead of making them on the create's path; the sandbox's user namespace
+ * does not own them, so nothing inside can reconfigure them. To start a sandbox the host writes one instruction to CONTROL_FD and closes
  * it; ulseed then does what ullaunch does, minus the cgroup join: it opens the paths it
  * is given onto the descriptor numbers given (as root, O_PATH: bwrap binds them, so the
  * sandbox uid needs no access to the host's paths), points stderr at the log, drops
@@ -30,7 +33,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <net/if.h>
+#include <sched.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #define MAX_INSTRUCTION 65536
@@ -54,15 +61,33 @@ static int fail(const char *what) {
     return 125;
 }
 
+/* New network, IPC and UTS namespaces: an empty network with the loopback up. */
+static int isolate(void) {
+    if (unshare(CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS)) return fail("unshare");
+    if (sethostname("sandbox", 7)) return fail("sethostname");
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (s < 0) return fail("socket");
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    strcpy(ifr.ifr_name, "lo");
+    if (ioctl(s, SIOCGIFFLAGS, &ifr)) return fail("reading the loopback's flags");
+    ifr.ifr_flags |= IFF_UP;
+    if (ioctl(s, SIOCSIFFLAGS, &ifr)) return fail("bringing the loopback up");
+    close(s);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     unsigned long control;
-    if (argc != 2 || parse_uint(argv[1], 1 << 20, &control)) {
-        fprintf(stderr, "usage: ulseed CONTROL_FD\n");
+    int isolated = argc == 3 && strcmp(argv[2], "--isolate") == 0;
+    if ((argc != 2 && !isolated) || parse_uint(argv[1], 1 << 20, &control)) {
+        fprintf(stderr, "usage: ulseed CONTROL_FD [--isolate]\n");
         return 125;
     }
     prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
     if (getppid() == 1) return 0; /* the host is gone already */
     fcntl((int)control, F_SETFD, FD_CLOEXEC);
+    if (isolated && isolate()) return 125;
 
     size_t len = 0;
     for (;;) {
