@@ -15,6 +15,7 @@ from underlay import errors
 from underlay.kernel.context import CallContext
 from underlay.kernel.kernel import Kernel
 from underlay.kernel.syscall import SyscallGroup
+from underlay.types import Money
 
 
 class Put(BaseModel):
@@ -67,6 +68,12 @@ def group(w: Witness) -> SyscallGroup:
                 text("INSERT INTO effect_rows (key) VALUES (:k)"), {"k": inp.key}
             )
         )
+        return Stored(key=inp.key)
+
+    @g.syscall("effects.paid", mutating=True, cost=Money.parse("0.01 USD"))
+    async def paid(ctx: CallContext, inp: Put) -> Stored:
+        """A test-only syscall with a cost, which must not hand over a write."""
+        ctx.commit_with_audit(lambda conn: None)
         return Stored(key=inp.key)
 
     return g
@@ -144,3 +151,18 @@ async def test_a_cancelled_caller_does_not_split_the_write_from_its_outcome(
     assert await keys(k) == ["d"]
     assert witness.then == ["d"] and witness.undone == []
     assert len(await audit_events(k, syscall="effects.put")) == 1
+
+
+async def test_a_failed_write_releases_its_idempotency_key(k: Kernel) -> None:
+    await k.invoke("effects.put", {"key": "x"}, token=k.admin_token())
+    with pytest.raises(errors.InternalError):
+        await k.invoke("effects.put", {"key": "x"}, token=k.admin_token(), idempotency_key="i1")
+    async with k.db.write() as conn:
+        await conn.execute(text("DELETE FROM effect_rows"))
+    await k.invoke("effects.put", {"key": "x"}, token=k.admin_token(), idempotency_key="i1")
+    assert await keys(k) == ["x"]  # the retry ran: no result of the failed call was replayed
+
+
+async def test_a_syscall_with_a_cost_may_not_hand_over_a_write(k: Kernel) -> None:
+    with pytest.raises(errors.InternalError, match=r"effects\.paid"):
+        await k.invoke("effects.paid", {"key": "y"}, token=k.admin_token())

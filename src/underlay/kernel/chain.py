@@ -113,6 +113,9 @@ async def _settle(k: Kernel, call: Call, effects: Sequence[Effect]) -> None:
         for effect in effects:
             if effect.undo is not None:
                 await effect.undo()
+        p, key = call.principal, call.idempotency_key
+        if key and p is not None:  # the stored result did not happen: a retry runs afresh
+            await k.idempotency.release(p.org_id, p.id, key)
         if isinstance(exc, errors.UnderlayError) or not isinstance(exc, Exception):
             raise
         log.exception("writing the effects of %s failed (trace %s)", call.syscall.name,

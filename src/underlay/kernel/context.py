@@ -149,9 +149,13 @@ class CallContext:
         together, in one commit instead of two, before the caller has the result.
 
         ``then()`` runs once that transaction committed. If it fails, nothing of it is
-        kept: ``undo()`` is awaited and the caller gets the error. A handler that raises
-        after calling this has its writes dropped (it undoes its own work).
+        kept: ``undo()`` is awaited, an idempotency key's stored result is released, and
+        the caller gets the error. A handler that raises after calling this has its writes
+        dropped (it undoes its own work). Not for syscalls with a cost: the cost is posted
+        before the audit step, and could not be taken back.
         """
+        if self.syscall.cost is not None:
+            raise RuntimeError(f"{self.syscall.name} has a cost: commit_with_audit is not for it")
         self.with_audit.append(Effect(work, then, undo))
 
     @property
