@@ -28,6 +28,7 @@ from underlay.cli import (
     serve,
     tasks,
     tokens,
+    vault,
 )
 from underlay.cli.runtime import State
 
@@ -73,6 +74,7 @@ app.add_typer(agents.app, name="agents")
 app.add_typer(tokens.app, name="tokens")
 app.add_typer(budget.app, name="budget")
 app.add_typer(audit.app, name="audit")
+app.add_typer(vault.app, name="vault")
 app.add_typer(sandbox.app, name="sandbox")
 app.add_typer(memory.app, name="memory")
 app.add_typer(tasks.app, name="tasks")

@@ -25,6 +25,10 @@ app.add_typer(files_app, name="files")
 
 COLUMNS = ("id", "template", "state", "persistent", "owner", "expires_at")
 SbxArg = Annotated[str, typer.Argument(help="Sandbox id.")]
+SecretOpt = Annotated[
+    list[str] | None,
+    typer.Option("--secret", help="VARIABLE=SECRET: a variable from the vault (repeatable)."),
+]
 
 
 @app.command("create")
@@ -34,6 +38,7 @@ def create(
     timeout: Annotated[float | None, typer.Option(help="Seconds until destroyed.")] = 300,
     persistent: Annotated[bool, typer.Option(help="Survive restarts, files included.")] = False,
     env: Annotated[list[str] | None, typer.Option("--env", help="KEY=VALUE (repeatable).")] = None,
+    secret: SecretOpt = None,
     memory_mb: Annotated[int | None, typer.Option(help="Memory cap in MiB.")] = None,
     cpus: Annotated[float | None, typer.Option(help="CPU quota in cores.")] = None,
     disk_mb: Annotated[int | None, typer.Option(help="Workspace size cap in MiB.")] = None,
@@ -51,6 +56,7 @@ def create(
             timeout=None if persistent and not timeout else timeout,
             persistent=persistent,
             env=pairs(env, "env"),
+            secrets=pairs(secret, "secrets"),
             limits=limits,
             idempotency_key=idempotency_key,
         )
@@ -85,6 +91,7 @@ def run(
     command: Annotated[list[str], typer.Argument(help="A shell line, or an argv after --.")],
     timeout: Annotated[float, typer.Option(help="Seconds before it is killed.")] = 60,
     env: Annotated[list[str] | None, typer.Option("--env", help="KEY=VALUE (repeatable).")] = None,
+    secret: SecretOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """Run a command; print its output and exit with its exit code."""
@@ -93,8 +100,9 @@ def run(
 
     async def action(ul: AsyncUnderlay) -> Any:
         return await ul.sandbox.commands.run(
-            sandbox, cmd, env=pairs(env, "env"), timeout=timeout, stdin=stdin
-        )
+            sandbox, cmd, env=pairs(env, "env"), secrets=pairs(secret, "secrets"),
+            timeout=timeout, stdin=stdin,
+        )  # fmt: skip
 
     def show(out: Any, console: Console) -> None:
         sys.stdout.write(out.stdout)

@@ -203,9 +203,13 @@ async def discard(launcher: Launcher) -> None:
     if launcher.control >= 0:
         os.close(launcher.control)  # EOF with no instruction: it exits
         launcher.control = -1
-    with contextlib.suppress(ProcessLookupError):
-        launcher.process.kill()
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(5):
+    try:  # its own exit, reaped by asyncio's child watcher (a kill() now would race it)
+        async with asyncio.timeout(1):
             await launcher.process.wait()
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            launcher.process.kill()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5):
+                await launcher.process.wait()
     await asyncio.to_thread(launcher.cgroup.remove)

@@ -38,6 +38,7 @@ from underlay.compute.watch import Watches
 from underlay.config import ComputeConfig
 from underlay.storage import schema
 from underlay.storage.rows import in_org
+from underlay.tools import vault
 from underlay.types import new_id
 
 if TYPE_CHECKING:
@@ -193,10 +194,11 @@ class ComputeManager:
             raise errors.LimitExceeded(
                 f"this host runs at most {self.config.max_sandboxes} sandboxes", field="sandbox"
             )
+        granted = await vault.resolve(self.kernel.db, self.kernel.sealer, principal, inp.secrets)
         warm = self.pool.take(inp)
         sid = warm.id if warm else new_id("sbx")
         uid = warm.spec.uid if warm else self.allocate_uid(sid)
-        row = self._new_record(principal, inp, sid, uid)
+        row = self._new_record(principal, inp, sid, uid, granted)
         insert = functools.partial(_insert_record, row)
 
         def register(started: Instance) -> None:
@@ -229,10 +231,10 @@ class ComputeManager:
         return sandbox_model(row)
 
     def _new_record(
-        self, principal: Principal, inp: CreateSandbox, sid: str, uid: int
+        self, principal: Principal, inp: CreateSandbox, sid: str, uid: int, granted: dict[str, str]
     ) -> dict[str, Any]:
         now = self.kernel.clock.now()
-        env = {k: v.get_secret_value() for k, v in inp.env.items()}
+        env = {k: v.get_secret_value() for k, v in inp.env.items()} | granted
         return dict(
             id=sid,
             org_id=principal.org_id,

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, SecretStr, field_validator
+from pydantic import AfterValidator, Field, SecretStr, field_validator, model_validator
 
+from underlay.tools.models import SECRET_NAME
 from underlay.types import Secret, StrictModel
 
 SandboxState = Literal["running", "paused", "stopped", "destroyed"]
@@ -39,6 +40,27 @@ EnvVars = Annotated[dict[str, Secret], AfterValidator(_check_env)]
 """Environment variables: values are secrets, redacted in the audit trail and logs."""
 
 
+def _check_secrets(secrets: dict[str, str]) -> dict[str, str]:
+    for variable, name in secrets.items():
+        if not re.match(_ENV_NAME, variable):
+            raise ValueError(f"invalid environment variable name {variable!r}")
+        if not re.match(SECRET_NAME, name):
+            raise ValueError(f"invalid secret name {name!r} (for {variable})")
+    return secrets
+
+
+VaultVars = Annotated[dict[str, str], AfterValidator(_check_secrets), Field(max_length=64)]
+"""Environment variables from the vault, ``{VARIABLE: secret name}``: the caller must be
+allowed to use each secret (tools/vault.py); only the names are ever recorded."""
+
+
+def _env_or_secret(model: Any) -> Any:
+    both = sorted(set(model.env) & set(model.secrets))
+    if both:
+        raise ValueError(f"{both[0]} is given both in env and in secrets")
+    return model
+
+
 _ALLOW_ENTRY = re.compile(r"^(\*\.)?[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?(:[0-9]{1,5})?$")
 
 
@@ -67,10 +89,16 @@ class CreateSandbox(StrictModel):
         " for none",
     )
     env: EnvVars = Field(default_factory=dict, description="variables of every command")
+    secrets: VaultVars = Field(
+        default_factory=dict,
+        description="variables of every command, from the vault: {VARIABLE: secret name}",
+    )
     metadata: dict[str, str] = Field(default_factory=dict)
     limits: Limits = Field(default_factory=Limits)
     persistent: bool = Field(default=False, description="survives restarts, files included")
     network: Network | None = Field(default=None, description="null: no network at all")
+
+    _disjoint = model_validator(mode="after")(_env_or_secret)
 
 
 class SandboxRef(StrictModel):
@@ -111,6 +139,9 @@ class ListSandboxes(StrictModel):
 class RunCommand(SandboxRef):
     cmd: str | list[str] = Field(description="a shell line (run by /bin/sh -c) or an argv")
     env: EnvVars = Field(default_factory=dict)
+    secrets: VaultVars = Field(
+        default_factory=dict, description="variables from the vault: {VARIABLE: secret name}"
+    )
     cwd: str = WORKSPACE
     timeout: float = Field(default=60, gt=0, le=86400, description="seconds; killed after")
     stdin: str | None = Field(default=None, description="text written to stdin first")
@@ -126,6 +157,8 @@ class RunCommand(SandboxRef):
         if (isinstance(v, str) and not v.strip()) or (isinstance(v, list) and not v):
             raise ValueError("the command is empty")
         return v
+
+    _disjoint = model_validator(mode="after")(_env_or_secret)
 
 
 class CommandResult(StrictModel):

@@ -55,6 +55,7 @@ from underlay.compute.models import (
 from underlay.kernel.context import CallContext
 from underlay.kernel.policy import FailurePolicy, RetryPolicy
 from underlay.kernel.syscall import SyscallGroup
+from underlay.tools import vault
 from underlay.types import Empty
 
 group = SyscallGroup("compute")
@@ -73,6 +74,8 @@ async def create(ctx: CallContext, inp: CreateSandbox) -> Sandbox:
     """Start a sandbox (from the warm pool when its shape allows) and return it."""
     sbx = await (await ctx.kernel.compute()).create(ctx.principal, inp, ctx.commit_with_audit)
     ctx.audit.update(sandbox=sbx.id)
+    if inp.secrets:  # which ones were used (names: a value is never recorded)
+        ctx.audit.update(secrets=sorted(set(inp.secrets.values())))
     return sbx
 
 
@@ -175,7 +178,10 @@ async def run(ctx: CallContext, inp: RunCommand) -> CommandResult:
     row = await m.row(ctx.principal, inp.sandbox)
     inst = await m.instance(row)
     argv = ["/bin/sh", "-c", inp.cmd] if isinstance(inp.cmd, str) else inp.cmd
-    env = m.command_env(row) | {k: v.get_secret_value() for k, v in inp.env.items()}
+    granted = await vault.resolve(ctx.db, ctx.kernel.sealer, ctx.principal, inp.secrets)
+    if inp.secrets:
+        ctx.audit.update(secrets=sorted(set(inp.secrets.values())))
+    env = m.command_env(row) | {k: v.get_secret_value() for k, v in inp.env.items()} | granted
     line = inp.cmd if isinstance(inp.cmd, str) else shlex.join(inp.cmd)
     ctx.audit.update(
         sandbox=row.id,

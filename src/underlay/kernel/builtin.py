@@ -15,6 +15,7 @@ from underlay.orchestration.escalation_syscalls import group as escalations
 from underlay.orchestration.fleet_syscalls import group as fleets
 from underlay.orchestration.retention_syscalls import group as retention
 from underlay.orchestration.syscalls import group as orchestration
+from underlay.tools.syscalls import group as tools
 
 
 def builtin_table() -> SyscallTable:
@@ -32,5 +33,6 @@ def builtin_table() -> SyscallTable:
             retention,
             coordination,
             comms,
+            tools,
         ]
     )

@@ -201,6 +201,8 @@ def validate(model: type[BaseModel], payload: dict[str, Any] | BaseModel) -> Bas
         msg = first["msg"]
         if first["type"] == "extra_forbidden":
             msg = "unknown field"
+        elif first["type"] == "value_error":  # our validators' own words, without a prefix
+            msg = msg.removeprefix("Value error, ")
         raise errors.InvalidInput(f"{loc}: {msg}" if loc else msg, field=loc) from None
     except errors.UnderlayError as exc:
         raise errors.InvalidInput(exc.message, field=exc.field) from None

@@ -457,3 +457,32 @@ messages = Table(
     Index("ix_messages_inbox", "org_id", "to_agent", "id"),
     sqlite_autoincrement=True,
 )
+
+
+# -- tools: the credential vault ---------------------------------------------------------
+
+# Envelope encryption: each value is sealed with a key of its own, and that key with the
+# installation's master key (so replacing the master key re-seals keys, not values).
+vault_secrets = Table(
+    "vault_secrets",
+    metadata,
+    Column("org_id", ID, primary_key=True),
+    Column("name", String(64), primary_key=True),
+    Column("description", Text, nullable=False),
+    Column("sealed_key", Text, nullable=False),  # the value's key, sealed with the master key
+    Column("sealed_value", Text, nullable=False),  # the value, sealed with its own key
+    Column("version", Integer, nullable=False),
+    Column("created_by", ID, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+vault_grants = Table(
+    "vault_grants",
+    metadata,
+    Column("org_id", ID, primary_key=True),
+    Column("name", String(64), primary_key=True),
+    Column("agent_id", ID, primary_key=True),
+    Column("granted_by", ID, nullable=False),
+    Column("granted_at", Float, nullable=False),
+)

@@ -1,0 +1,1 @@
+"""The tools layer: so far its credential vault (``tools/vault.py``)."""

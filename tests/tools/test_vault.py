@@ -1,0 +1,113 @@
+"""The credential vault: sealed storage, names and grants, never a value out."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sqlalchemy import select
+
+from underlay import errors
+from underlay.kernel.kernel import Kernel
+from underlay.sdk.client import AsyncUnderlay
+from underlay.storage import schema
+from underlay.tools import vault
+
+VALUE = "ghp_s3cr3t-value-0123456789"
+
+
+async def every_text(kernel: Kernel) -> str:
+    """Every row of every table, as one string: where a leaked value would show."""
+    out = []
+    async with kernel.db.read() as conn:
+        for table in schema.metadata.sorted_tables:
+            for row in await conn.execute(select(table)):
+                out.append(json.dumps(dict(row._mapping), default=str))
+    return "\n".join(out)
+
+
+async def test_a_value_is_stored_sealed_twice_and_never_shown(
+    ul: AsyncUnderlay, kernel: Kernel
+) -> None:
+    made = await ul.vault.put(name="github", value=VALUE, description="CI bot")
+    assert (made.name, made.version, made.description, made.grants) == (
+        "github", 1, "CI bot", []
+    )  # fmt: skip
+    assert VALUE not in made.model_dump_json()
+    [listed] = (await ul.vault.list()).items
+    assert listed == made and VALUE not in (await ul.vault.list()).model_dump_json()
+    assert VALUE not in await every_text(kernel)  # not in the vault, not in the audit trail
+    async with kernel.db.read() as conn:
+        row = (await conn.execute(select(schema.vault_secrets))).one()
+    key = kernel.sealer.open(row.sealed_key)  # the value's own key, under the master key
+    assert len(key) == 32 and vault.unseal(kernel.sealer, row.sealed_key, row.sealed_value) == VALUE
+    assert not any(s.name.startswith("vault.get") for s in kernel.table)
+
+
+async def test_replacing_a_value_counts_up_and_keeps_the_grants(ul: AsyncUnderlay) -> None:
+    agent = await ul.agents.create("builder", capabilities=["sandbox.*"])
+    await ul.vault.put(name="api", value="one")
+    granted = await ul.vault.grant(name="api", agent="builder")
+    assert granted.grants == [agent.id]
+    again = await ul.vault.put(name="api", value="two", description="rotated")
+    assert (again.version, again.grants, again.description) == (2, [agent.id], "rotated")
+    revoked = await ul.vault.revoke(name="api", agent=agent.id)
+    assert revoked.grants == []
+    with pytest.raises(errors.NotFound, match="not granted"):
+        await ul.vault.revoke(name="api", agent="builder")
+
+
+async def test_delete_removes_the_secret_and_its_grants(ul: AsyncUnderlay, kernel: Kernel) -> None:
+    await ul.agents.create("builder", capabilities=["sandbox.*"])
+    await ul.vault.put(name="gone", value="x")
+    await ul.vault.grant(name="gone", agent="builder")
+    await ul.vault.delete(name="gone")
+    assert (await ul.vault.list()).items == []
+    async with kernel.db.read() as conn:
+        assert (await conn.execute(select(schema.vault_grants))).all() == []
+    with pytest.raises(errors.NotFound, match="no secret 'gone'"):
+        await ul.vault.delete(name="gone")
+    with pytest.raises(errors.NotFound, match="no secret 'gone'"):
+        await ul.vault.grant(name="gone", agent="builder")
+
+
+async def test_bad_input_is_named_and_the_value_never_echoed(ul: AsyncUnderlay) -> None:
+    with pytest.raises(errors.InvalidInput, match="'Bad Name' is not a secret name") as bad:
+        await ul.vault.put(name="Bad Name", value=VALUE)
+    assert VALUE not in str(bad.value)
+    with pytest.raises(errors.InvalidInput, match="must not be empty"):
+        await ul.vault.put(name="empty", value="")
+    with pytest.raises(errors.InvalidInput, match="at most 65536 bytes") as big:
+        await ul.vault.put(name="big", value="x" * 70_000)
+    assert "xxxx" not in str(big.value)
+    await ul.vault.put(name="real", value="v")
+    with pytest.raises(errors.NotFound, match="no agent 'nobody'"):
+        await ul.vault.grant(name="real", agent="nobody")
+
+
+async def test_only_holders_of_vault_write_manage_and_of_vault_read_list(
+    ul: AsyncUnderlay,
+) -> None:
+    reader = await ul.as_agent(await ul.agents.create("reader", capabilities=["vault.read"]))
+    await ul.vault.put(name="api", value=VALUE)
+    assert [s.name for s in (await reader.vault.list()).items] == ["api"]
+    with pytest.raises(errors.PermissionDenied, match=r"vault\.write"):
+        await reader.vault.put(name="api", value="mine now")
+    with pytest.raises(errors.PermissionDenied, match=r"vault\.write"):
+        await reader.vault.grant(name="api", agent="reader")
+
+
+async def test_who_may_use_a_secret(ul: AsyncUnderlay, kernel: Kernel) -> None:
+    await ul.vault.put(name="api", value=VALUE)
+    agent = await ul.agents.create("user", capabilities=["sandbox.*"])
+    admin = await kernel.authn.authenticate(kernel.admin_token())
+    assert await vault.resolve(kernel.db, kernel.sealer, admin, {"API": "api"}) == {"API": VALUE}
+    issued = await ul.tokens.create(kind="agent", subject=agent.id)
+    who = await kernel.authn.authenticate(issued.token.get_secret_value())
+    with pytest.raises(errors.PermissionDenied, match=f"'api' is not granted to agent {agent.id}"):
+        await vault.resolve(kernel.db, kernel.sealer, who, {"API": "api"})
+    await ul.vault.grant(name="api", agent="user")
+    assert await vault.resolve(kernel.db, kernel.sealer, who, {"API": "api"}) == {"API": VALUE}
+    with pytest.raises(errors.NotFound, match="no secret 'nope'") as missing:
+        await vault.resolve(kernel.db, kernel.sealer, who, {"API": "api", "X": "nope"})
+    assert missing.value.field == "secrets.X"
