@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -111,3 +112,13 @@ async def test_who_may_use_a_secret(ul: AsyncUnderlay, kernel: Kernel) -> None:
     with pytest.raises(errors.NotFound, match="no secret 'nope'") as missing:
         await vault.resolve(kernel.db, kernel.sealer, who, {"API": "api", "X": "nope"})
     assert missing.value.field == "secrets.X"
+
+
+async def test_concurrent_puts_of_a_new_name_all_land_as_versions(ul: AsyncUnderlay) -> None:
+    await ul.agents.create("builder", capabilities=["sandbox.*"])
+    made = await asyncio.gather(*(ul.vault.put(name="race", value=f"v{i}") for i in range(6)))
+    assert sorted(m.version for m in made) == [1, 2, 3, 4, 5, 6]
+    granted = await asyncio.gather(
+        *(ul.vault.grant(name="race", agent="builder") for _ in range(4))
+    )
+    assert all(len(g.grants) == 1 for g in granted)

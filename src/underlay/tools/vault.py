@@ -23,6 +23,7 @@ from typing import Any
 import nacl.utils
 from nacl.secret import SecretBox
 from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from underlay import errors
@@ -57,18 +58,19 @@ async def put(
     values = {"description": inp.description, "sealed_key": sealed_key,
               "sealed_value": sealed_value, "updated_at": now}  # fmt: skip
 
-    def write(conn: Connection) -> None:
+    def write(conn: Connection) -> SecretInfo:
         where = (V.c.org_id == org_id) & (V.c.name == inp.name)
-        found = conn.execute(select(V.c.version).where(where).with_for_update()).first()
-        if found is None:
-            conn.execute(insert(V).values(org_id=org_id, name=inp.name, version=1,
-                                          created_by=by, created_at=now, **values))  # fmt: skip
-        else:
-            conn.execute(update(V).where(where).values(version=found.version + 1, **values))
+        first = insert(V).values(
+            org_id=org_id, name=inp.name, version=1, created_by=by, created_at=now, **values
+        )
+        if not _inserted(conn, first):
+            version = conn.execute(select(V.c.version).where(where).with_for_update()).scalar_one()
+            conn.execute(update(V).where(where).values(version=version + 1, **values))
+        row = conn.execute(select(V).where(where)).one()  # what this call wrote
+        grants = select(G.c.agent_id).where(G.c.org_id == org_id, G.c.name == inp.name)
+        return _info(row, list(conn.execute(grants.order_by(G.c.agent_id)).scalars()))
 
-    await db.run_write(write)
-    async with db.read() as conn:
-        return await info(conn, org_id, inp.name)
+    return await db.run_write(write)
 
 
 async def info(conn: AsyncConnection, org_id: str, name: str) -> SecretInfo:
@@ -115,12 +117,20 @@ async def grant(db: Database, org_id: str, name: str, agent_id: str, by: str, no
         exists = select(V.c.name).where(V.c.org_id == org_id, V.c.name == name)
         if conn.execute(exists).first() is None:
             raise errors.NotFound(f"no secret {name!r} in the vault", field="name")
-        key = (G.c.org_id == org_id) & (G.c.name == name) & (G.c.agent_id == agent_id)
-        if conn.execute(select(G.c.agent_id).where(key)).first() is None:
-            conn.execute(insert(G).values(org_id=org_id, name=name, agent_id=agent_id,
-                                          granted_by=by, granted_at=now))  # fmt: skip
+        _inserted(conn, insert(G).values(org_id=org_id, name=name, agent_id=agent_id,
+                                         granted_by=by, granted_at=now))  # fmt: skip
 
     await db.run_write(write)
+
+
+def _inserted(conn: Connection, statement: Any) -> bool:
+    """Insert a row unless its key exists (also when a concurrent writer just made it)."""
+    try:
+        with conn.begin_nested():
+            conn.execute(statement)
+    except IntegrityError:
+        return False
+    return True
 
 
 async def revoke(db: Database, org_id: str, name: str, agent_id: str) -> None:
