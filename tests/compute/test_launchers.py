@@ -137,6 +137,29 @@ async def test_a_launcher_that_died_waiting_is_dropped_and_the_sandbox_spawned(
     assert dead[0].cgroup.name not in cgroup_names()  # the dead one's is gone
 
 
+async def test_where_launchers_cannot_make_namespaces_bwrap_makes_them(
+    ul: AsyncUnderlay, kernel: Kernel, tmp_path: Path
+) -> None:
+    """A host that refuses a root process new namespaces: the launcher says so by
+    exiting before it is ready, and launchers go on without making them."""
+    driver = (await kernel.compute()).driver
+    assert isinstance(driver, BwrapDriver) and driver.launchers is not None
+    refusing = tmp_path / "ulseed-refusing"
+    refusing.write_text(
+        f'#!/bin/sh\n[ "$2" = --isolate ] && exit 125\nexec {driver.launchers.binary} "$@"\n'
+    )
+    refusing.chmod(0o755)
+    await driver.launchers.close()
+    driver.launchers = Launchers(refusing, driver.cgroup_cls, driver.filter, 1)  # type: ignore[arg-type]
+    await driver.launchers.wait_ready()
+    assert not driver.launchers.isolate and not driver.launchers.ready[0].isolated
+    sbx = await ul.sandbox.create()
+    out = await ul.sandbox.commands.run(sbx.id, ["python3", "-c", PROBE_NETWORK])
+    assert driver.launchers.taken == 1 and out.exit_code == 0, out.stderr
+    probe = json.loads(out.stdout)
+    assert (probe["host"], probe["links"], probe["down"]) == ("sandbox", ["lo"], "EPERM")
+
+
 async def test_unused_launchers_are_stood_down_at_close(kernel: Kernel) -> None:
     launchers = await launchers_of(kernel)
     await launchers.wait_ready()

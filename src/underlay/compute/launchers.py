@@ -32,6 +32,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from underlay import errors
 from underlay.compute import cgroups, seccomp
 from underlay.compute.models import Limits
 from underlay.types import new_id
@@ -120,7 +121,12 @@ class Launchers:
             while len(self.ready) < self.size and not self._closed:
                 try:
                     launcher = await self._make()
-                except Exception:
+                except Exception as exc:
+                    if self.isolate:  # some hosts refuse root new namespaces: let bwrap
+                        log.warning("sandbox launchers cannot make namespaces here (%s); "
+                                    "bwrap will make them", exc)  # fmt: skip
+                        self.isolate = False
+                        continue
                     log.exception("starting a sandbox launcher failed; retrying later")
                     await asyncio.sleep(5)
                     break
@@ -151,6 +157,11 @@ class Launchers:
         name = f"{PREFIX}{os.getpid()}-{new_id('l')}"
         launcher = Launcher(process, self.cgroup_cls(name), write_end, filter_fd, self.isolate)
         try:
+            await _said_ready(process)
+        except BaseException:
+            await discard(launcher, made=False)
+            raise
+        try:
             await asyncio.to_thread(_enter, launcher)
         except BaseException:
             await discard(launcher)
@@ -179,6 +190,19 @@ class Launchers:
             await discard(self.ready.pop())
 
 
+async def _said_ready(process: asyncio.subprocess.Process) -> None:
+    """Read the launcher's one-byte "ready" (so the sandbox's supervisor never sees it)."""
+    assert process.stdout is not None
+    try:
+        async with asyncio.timeout(10):
+            said = await process.stdout.readexactly(1)
+    except (asyncio.IncompleteReadError, TimeoutError):
+        said = b""
+    if said != b"R":
+        code = process.returncode if process.returncode is not None else await process.wait()
+        raise errors.Unavailable(f"a sandbox launcher failed at start (exit {code})")
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -198,8 +222,9 @@ def _enter(launcher: Launcher) -> None:
             f.write(str(launcher.process.pid))
 
 
-async def discard(launcher: Launcher) -> None:
-    """Stand a launcher down (unused, or dead) and remove its cgroup."""
+async def discard(launcher: Launcher, *, made: bool = True) -> None:
+    """Stand a launcher down (unused, or dead) and remove its cgroup (``made``: it has
+    one already)."""
     if launcher.control >= 0:
         os.close(launcher.control)  # EOF with no instruction: it exits
         launcher.control = -1
@@ -212,4 +237,5 @@ async def discard(launcher: Launcher) -> None:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(5):
                 await launcher.process.wait()
-    await asyncio.to_thread(launcher.cgroup.remove)
+    if made:
+        await asyncio.to_thread(launcher.cgroup.remove)

@@ -20,6 +20,9 @@
  *   UID GID LOGPATH N (FD PATH) * N PROGRAM ARGS...
  * UID "-" keeps the current identity (not root: no cgroup, so no seed either).
  *
+ * Once set up it writes one byte, "R", to its stdout (the host reads it before counting
+ * the launcher ready, so the sandbox's supervisor never sees it).
+ *
  * It dies with the host (parent-death signal) and exits 0, doing nothing, when the
  * control descriptor closes without an instruction. Exit codes: 125 for a bad
  * instruction or a setup error (message on stderr), 127 when PROGRAM cannot be
@@ -88,6 +91,7 @@ int main(int argc, char **argv) {
     if (getppid() == 1) return 0; /* the host is gone already */
     fcntl((int)control, F_SETFD, FD_CLOEXEC);
     if (isolated && isolate()) return 125;
+    if (write(1, "R", 1) != 1) return fail("saying ready"); /* the host reads it, then waits */
 
     size_t len = 0;
     for (;;) {
