@@ -320,3 +320,35 @@ async def test_a_create_whose_record_cannot_be_written_leaves_nothing(
     assert recorded == [] and "ok" not in outcomes
     sbx = await ul.sandbox.create(**shape)  # and the next create works
     assert (await ul.sandbox.commands.run(sbx.id, "echo ok")).stdout == "ok\n"
+
+
+async def test_a_create_cancelled_while_it_starts_leaves_nothing(
+    ul: AsyncUnderlay, kernel: Kernel
+) -> None:
+    """The caller goes away mid-start: the start and the record's write go on, and what
+    they made is undone once they are done (no instance, no live record, no uid)."""
+    m = await kernel.compute()
+    started = asyncio.Event()
+    start = m._start
+
+    async def noticed_start(*args: object) -> object:
+        started.set()
+        return await start(*args)  # type: ignore[arg-type]
+
+    m._start = noticed_start  # type: ignore[method-assign]
+    call = asyncio.create_task(ul.sandbox.create(limits={"memory_mb": 128}))
+    await started.wait()
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+
+    async def states() -> set[str]:
+        async with kernel.db.read() as conn:
+            return set((await conn.execute(select(schema.sandboxes.c.state))).scalars())
+
+    for _ in range(250):  # the start finishes by itself, then is undone
+        if await states() == {"destroyed"} and not m._aborts:
+            break
+        await asyncio.sleep(0.02)
+    assert await states() == {"destroyed"} and m.instances == {} and not m._aborts
+    assert [p for p in m.uids.dir.iterdir() if p.read_text().startswith(m.uids.owner)] == []

@@ -58,8 +58,10 @@ async def test_an_ungranted_secret_is_refused_before_anything_starts(
     sbx = await intruder.sandbox.create(timeout=60)
     with pytest.raises(errors.PermissionDenied, match="'prod-db' is not granted"):
         await intruder.sandbox.commands.run(sbx.id, "env", secrets={"DB": "prod-db"})
+    with pytest.raises(errors.PermissionDenied, match="'nope' is not granted"):
+        await intruder.sandbox.create(timeout=60, secrets={"X": "nope"})  # no names told
     with pytest.raises(errors.NotFound, match="no secret 'nope'"):
-        await intruder.sandbox.create(timeout=60, secrets={"X": "nope"})
+        await ul.sandbox.create(timeout=60, secrets={"X": "nope"})
 
 
 async def test_a_command_gets_a_secret_for_itself_only(ul: AsyncUnderlay) -> None:
@@ -88,3 +90,26 @@ async def test_a_variable_given_twice_is_refused(ul: AsyncUnderlay) -> None:
         await ul.sandbox.create(timeout=60, env={"API": "x"}, secrets={"API": "api"})
     with pytest.raises(errors.InvalidInput, match="invalid secret name 'Nope!'"):
         await ul.sandbox.create(timeout=60, secrets={"API": "Nope!"})
+
+
+async def test_a_sandbox_holding_secrets_is_for_those_who_may_use_them(
+    ul: AsyncUnderlay,
+) -> None:
+    """Its environment holds the values: a human token scoped without ``vault.use``, or
+    a ``compute.admin`` agent without the grant, may not run commands in it."""
+    await ul.vault.put(name="api", value=VALUE)
+    await ul.agents.create("owner", capabilities=["sandbox.*"])
+    await ul.vault.grant(name="api", agent="owner")
+    owner = await ul.as_agent("owner")
+    sbx = await owner.sandbox.create(timeout=60, secrets={"API_KEY": "api"})
+    scoped = await ul.tokens.create(kind="human", scopes=["sandbox.*"])
+    narrow = ul.with_token(scoped.token.get_secret_value())
+    admin_agent = await ul.as_agent(
+        await ul.agents.create("ops", capabilities=["sandbox.*", "compute.admin"])
+    )
+    for stranger in (narrow, admin_agent):
+        with pytest.raises(errors.PermissionDenied, match="'api' is not granted"):
+            await stranger.sandbox.commands.run(sbx.id, "env")
+    assert (await env_in(ul, sbx.id))["API_KEY"] == VALUE  # an admin holds vault.use
+    plain = await owner.sandbox.create(timeout=60)  # no secrets: as before
+    assert (await admin_agent.sandbox.commands.run(plain.id, "true")).exit_code == 0

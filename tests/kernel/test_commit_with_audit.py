@@ -112,7 +112,11 @@ async def test_a_failed_transaction_keeps_neither_and_undoes(k: Kernel, witness:
         await k.invoke("effects.put", {"key": "dup"}, token=k.admin_token())
     assert await keys(k) == ["dup"]
     events = await audit_events(k, syscall="effects.put")
-    assert len(events) == 1  # the second call's event went with its failed write
+    # the second call's "ok" event went with its failed write; its error is audited
+    assert [(e["outcome"], e["error_code"]) for e in events] == [
+        ("ok", None),
+        ("error", "internal"),
+    ]
     assert witness.undone == ["dup"]
     assert witness.then == ["dup"]  # only the first call's
 
@@ -153,14 +157,47 @@ async def test_a_cancelled_caller_does_not_split_the_write_from_its_outcome(
     assert len(await audit_events(k, syscall="effects.put")) == 1
 
 
-async def test_a_failed_write_releases_its_idempotency_key(k: Kernel) -> None:
+async def test_an_idempotency_key_never_replays_a_result_whose_write_failed(k: Kernel) -> None:
+    """Effects are settled before idempotency stores the result: a failed write leaves
+    the key with the error (replayed as such), not with a result that never happened."""
     await k.invoke("effects.put", {"key": "x"}, token=k.admin_token())
     with pytest.raises(errors.InternalError):
         await k.invoke("effects.put", {"key": "x"}, token=k.admin_token(), idempotency_key="i1")
     async with k.db.write() as conn:
         await conn.execute(text("DELETE FROM effect_rows"))
-    await k.invoke("effects.put", {"key": "x"}, token=k.admin_token(), idempotency_key="i1")
-    assert await keys(k) == ["x"]  # the retry ran: no result of the failed call was replayed
+    with pytest.raises(errors.InternalError):  # replayed: the handler does not run again
+        await k.invoke("effects.put", {"key": "x"}, token=k.admin_token(), idempotency_key="i1")
+    assert await keys(k) == []
+    outcomes = [e["outcome"] for e in await audit_events(k, syscall="effects.put")]
+    assert outcomes == ["ok", "error", "error"]  # the failed write is audited, as is its replay
+    out: Any = await k.invoke(
+        "effects.put", {"key": "x"}, token=k.admin_token(), idempotency_key="i2"
+    )
+    assert out.key == "x" and await keys(k) == ["x"]
+
+
+async def test_a_later_failure_leaves_written_effects_and_their_event(
+    k: Kernel, witness: Witness
+) -> None:
+    """Effects are written before idempotency stores the result: if storing it fails
+    (the store is away, say), what was written stands, with its audit event."""
+
+    async def broken_finish(*args: Any, **kwargs: Any) -> None:
+        raise errors.Unavailable("the idempotency store is away")
+
+    original = k.idempotency.finish
+    k.idempotency.finish = broken_finish  # type: ignore[method-assign]
+    try:
+        with pytest.raises(errors.Unavailable, match="store is away"):
+            await k.invoke(
+                "effects.put", {"key": "late"}, token=k.admin_token(), idempotency_key="i3"
+            )
+    finally:
+        k.idempotency.finish = original  # type: ignore[method-assign]
+    assert witness.then == ["late"] and witness.undone == []
+    assert await keys(k) == ["late"]
+    outcomes = [e["outcome"] for e in await audit_events(k, syscall="effects.put")]
+    assert outcomes == ["ok", "error"]
 
 
 async def test_a_syscall_with_a_cost_may_not_hand_over_a_write(k: Kernel) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -41,7 +42,11 @@ async def test_a_value_is_stored_sealed_twice_and_never_shown(
     async with kernel.db.read() as conn:
         row = (await conn.execute(select(schema.vault_secrets))).one()
     key = kernel.sealer.open(row.sealed_key)  # the value's own key, under the master key
-    assert len(key) == 32 and vault.unseal(kernel.sealer, row.sealed_key, row.sealed_value) == VALUE
+    assert (
+        len(key) == 32
+        and vault.unseal(kernel.sealer, row.org_id, "github", row.sealed_key, row.sealed_value)
+        == VALUE
+    )
     assert not any(s.name.startswith("vault.get") for s in kernel.table)
 
 
@@ -109,8 +114,10 @@ async def test_who_may_use_a_secret(ul: AsyncUnderlay, kernel: Kernel) -> None:
         await vault.resolve(kernel.db, kernel.sealer, who, {"API": "api"})
     await ul.vault.grant(name="api", agent="user")
     assert await vault.resolve(kernel.db, kernel.sealer, who, {"API": "api"}) == {"API": VALUE}
-    with pytest.raises(errors.NotFound, match="no secret 'nope'") as missing:
+    with pytest.raises(errors.PermissionDenied, match="'nope' is not granted"):
         await vault.resolve(kernel.db, kernel.sealer, who, {"API": "api", "X": "nope"})
+    with pytest.raises(errors.NotFound, match="no secret 'nope'") as missing:
+        await vault.resolve(kernel.db, kernel.sealer, admin, {"API": "api", "X": "nope"})
     assert missing.value.field == "secrets.X"
 
 
@@ -122,3 +129,39 @@ async def test_concurrent_puts_of_a_new_name_all_land_as_versions(ul: AsyncUnder
         *(ul.vault.grant(name="race", agent="builder") for _ in range(4))
     )
     assert all(len(g.grants) == 1 for g in granted)
+
+
+async def test_a_sealed_value_opens_only_under_its_own_name(
+    ul: AsyncUnderlay, kernel: Kernel
+) -> None:
+    """Copying another secret's sealed blobs (a database-level attacker) does not work."""
+    await ul.vault.put(name="theirs", value=VALUE)
+    await ul.vault.put(name="mine", value="harmless")
+    async with kernel.db.read() as conn:
+        theirs = (
+            await conn.execute(
+                select(schema.vault_secrets).where(schema.vault_secrets.c.name == "theirs")
+            )
+        ).one()
+    with pytest.raises(errors.InternalError, match="'mine' does not open"):
+        vault.unseal(kernel.sealer, theirs.org_id, "mine", theirs.sealed_key, theirs.sealed_value)
+
+
+async def test_a_scoped_agent_token_needs_vault_use_and_strangers_learn_no_names(
+    ul: AsyncUnderlay, kernel: Kernel
+) -> None:
+    await ul.vault.put(name="api", value=VALUE)
+    agent = await ul.agents.create("scoped", capabilities=["sandbox.*"])
+    await ul.vault.grant(name="api", agent="scoped")
+
+    async def principal(scopes: list[str] | None) -> Any:
+        issued = await ul.tokens.create(kind="agent", subject=agent.id, scopes=scopes)
+        return await kernel.authn.authenticate(issued.token.get_secret_value())
+
+    narrow = await principal(["sandbox.*"])
+    with pytest.raises(errors.PermissionDenied, match="'api' is not granted"):
+        await vault.resolve(kernel.db, kernel.sealer, narrow, {"API": "api"})
+    wide = await principal(["sandbox.*", "vault.use"])
+    assert await vault.resolve(kernel.db, kernel.sealer, wide, {"API": "api"}) == {"API": VALUE}
+    with pytest.raises(errors.PermissionDenied, match="'no-such' is not granted"):
+        await vault.resolve(kernel.db, kernel.sealer, wide, {"X": "no-such"})

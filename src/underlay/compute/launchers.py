@@ -41,6 +41,7 @@ log = logging.getLogger("underlay.compute.launchers")
 PREFIX = "launcher-"
 FIRST_FD = 10  # descriptor numbers the instruction places paths on start here
 REFILL_DELAY_S = 0.05
+SETUP_FAILED = 125  # ulseed's exit code for a setup error (--isolate refused, say)
 
 
 @dataclass
@@ -122,7 +123,8 @@ class Launchers:
                 try:
                     launcher = await self._make()
                 except Exception as exc:
-                    if self.isolate:  # some hosts refuse root new namespaces: let bwrap
+                    refused = isinstance(exc, LauncherFailed) and exc.exit_code == SETUP_FAILED
+                    if self.isolate and refused:  # no root namespaces here: bwrap makes them
                         log.warning("sandbox launchers cannot make namespaces here (%s); "
                                     "bwrap will make them", exc)  # fmt: skip
                         self.isolate = False
@@ -156,11 +158,9 @@ class Launchers:
             os.close(filter_fd)
         name = f"{PREFIX}{os.getpid()}-{new_id('l')}"
         launcher = Launcher(process, self.cgroup_cls(name), write_end, filter_fd, self.isolate)
-        try:
-            await _said_ready(process)
-        except BaseException:
-            await discard(launcher, made=False)
-            raise
+        if not await _said_ready(process):
+            await discard(launcher, made=False)  # stands it down, killed if need be
+            raise LauncherFailed(process.returncode)
         try:
             await asyncio.to_thread(_enter, launcher)
         except BaseException:
@@ -190,17 +190,22 @@ class Launchers:
             await discard(self.ready.pop())
 
 
-async def _said_ready(process: asyncio.subprocess.Process) -> None:
+class LauncherFailed(errors.Unavailable):
+    """A launcher exited (or hung) before it said ready; ``exit_code`` is its exit code."""
+
+    def __init__(self, exit_code: int | None) -> None:
+        super().__init__(f"a sandbox launcher failed at start (exit {exit_code})")
+        self.exit_code = exit_code
+
+
+async def _said_ready(process: asyncio.subprocess.Process) -> bool:
     """Read the launcher's one-byte "ready" (so the sandbox's supervisor never sees it)."""
     assert process.stdout is not None
     try:
         async with asyncio.timeout(10):
-            said = await process.stdout.readexactly(1)
+            return await process.stdout.readexactly(1) == b"R"
     except (asyncio.IncompleteReadError, TimeoutError):
-        said = b""
-    if said != b"R":
-        code = process.returncode if process.returncode is not None else await process.wait()
-        raise errors.Unavailable(f"a sandbox launcher failed at start (exit {code})")
+        return False
 
 
 def _alive(pid: int) -> bool:

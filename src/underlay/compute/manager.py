@@ -66,6 +66,7 @@ class ComputeManager:
         self.uids = UidRegistry(registry, config.uid_base, owner=str(Path(runtime).resolve()))
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._aborts: set[asyncio.Future[None]] = set()  # undoing creates whose caller left
         self.pool = WarmPool(self, config.pool_size, config.pool_template)
         driver.keep_launchers(config.launchers)
         self.driver_home = kernel.config.home / "compute"  # snapshots: the host's only
@@ -102,7 +103,7 @@ class ComputeManager:
         """Stop every instance: ephemeral ones are destroyed, persistent ones stopped."""
         for t in self._tasks:
             t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, *self._aborts, return_exceptions=True)
         await self.pool.close()
         for sid in list(self.instances):
             await self.end(
@@ -212,11 +213,16 @@ class ComputeManager:
             commit(insert, then=functools.partial(register, warm), undo=undo)
             return sandbox_model(row)
         # a start takes milliseconds: the record is written meanwhile
-        started, written = await asyncio.gather(
+        both = asyncio.ensure_future(asyncio.gather(
             _ready(warm) if warm else self._start(self.spec(sid, inp, uid), inp.network),
             self.kernel.db.run_write(insert),
             return_exceptions=True,
-        )
+        ))  # fmt: skip
+        try:
+            started, written = await asyncio.shield(both)
+        except asyncio.CancelledError:  # both go on: undo what they did once they are done
+            both.add_done_callback(lambda done: self._abort_later(row, *done.result()))
+            raise
         failure = next((r for r in (started, written) if isinstance(r, BaseException)), None)
         if isinstance(started, Instance) and not started.enforced and self.config.require_limits:
             failure = errors.Unavailable(
@@ -254,7 +260,14 @@ class ComputeManager:
             billed_seconds=0.0,
             billed_cpu_seconds=0.0,
             meter_seq=0,
+            secret_names=sorted(set(inp.secrets.values())) or None,
         )
+
+    def _abort_later(self, row: dict[str, Any], started: Any, written: Any) -> None:
+        """``_abort_create`` for a create whose caller is gone (kept until it is done)."""
+        task = asyncio.ensure_future(self._abort_create(row, started, recorded=written is None))
+        self._aborts.add(task)
+        task.add_done_callback(self._aborts.discard)
 
     async def _abort_create(
         self, row: dict[str, Any], started: Any, recorded: bool = False
@@ -270,7 +283,8 @@ class ComputeManager:
         self.release_uid(row["host_uid"])
 
     async def row(self, principal: Principal, sid: str, *, live: bool = True) -> Any:
-        """The record of ``sid`` if ``principal`` may use it (own, or ``compute.admin``).
+        """The record of ``sid`` if ``principal`` may use it (own, or ``compute.admin``,
+        and for one not its owner, every vault secret in its environment).
 
         Records of sandboxes with an instance on this host come from memory: only this
         host changes them (through ``_set``), so the copy is never stale.
@@ -283,6 +297,8 @@ class ComputeManager:
         mine = r.owner_kind == principal.kind and r.owner_id == principal.id
         if not mine and principal.kind != "human" and not principal.allows("compute.admin"):
             raise errors.PermissionDenied(f"sandbox {sid} belongs to another principal")
+        if not mine and r.secret_names:  # its environment holds them: only for their users
+            await vault.check(self.kernel.db, principal, r.secret_names)
         return r
 
     def _remember(self, row: Any) -> None:

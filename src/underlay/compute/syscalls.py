@@ -176,9 +176,9 @@ async def run(ctx: CallContext, inp: RunCommand) -> CommandResult:
     """Run a command; wait for it, or (``background``) return at once with its id."""
     m = await ctx.kernel.compute()
     row = await m.row(ctx.principal, inp.sandbox)
+    granted = await vault.resolve(ctx.db, ctx.kernel.sealer, ctx.principal, inp.secrets)
     inst = await m.instance(row)
     argv = ["/bin/sh", "-c", inp.cmd] if isinstance(inp.cmd, str) else inp.cmd
-    granted = await vault.resolve(ctx.db, ctx.kernel.sealer, ctx.principal, inp.secrets)
     if inp.secrets:
         ctx.audit.update(secrets=sorted(set(inp.secrets.values())))
     env = m.command_env(row) | {k: v.get_secret_value() for k, v in inp.env.items()} | granted

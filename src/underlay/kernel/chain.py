@@ -48,6 +48,8 @@ class Call:
     ctx: CallContext | None = None
     cost: Money | None = None
     replayed: bool = False
+    handled: bool = False  # the handler returned
+    audited: bool = False  # its audit event was written with its effects
     trail: list[str] = field(default_factory=list)
 
 
@@ -92,30 +94,40 @@ async def audit(k: Kernel, call: Call, nxt: Next) -> BaseModel:
         outcome = "denied" if isinstance(exc, errors.PermissionDenied) else "error"
         await _write_audit(k, call, outcome, exc.code)
         raise
-    effects = call.ctx.with_audit if call.ctx is not None else []
-    if effects:
-        # shielded: a cancelled caller must not split an effect from its outcome
-        await asyncio.shield(_settle(k, call, effects))
-    elif call.syscall.mutating or k.config.audit_reads or call.replayed:
+    if call.audited:  # written with the handler's effects (``_settle``)
+        return result
+    if call.syscall.mutating or k.config.audit_reads or call.replayed:
         await _write_audit(k, call, "replayed" if call.replayed else "ok", None)
     return result
 
 
-async def _settle(k: Kernel, call: Call, effects: Sequence[Effect]) -> None:
-    """Commit a handler's ``commit_with_audit`` writes with its audit event, then run
-    their ``then``; if the transaction fails, their ``undo``."""
+async def _run_and_settle(k: Kernel, call: Call, nxt: Next) -> BaseModel:
+    """The rest of the chain, then the handler's ``commit_with_audit`` writes committed
+    with the call's audit event — before idempotency stores the result, so no stored
+    result points at an effect that was never written."""
+    try:
+        result = await nxt(call)
+    except BaseException:
+        if call.handled:  # the handler returned, a later step failed: its effects go
+            await asyncio.shield(_undo(call))
+        raise
+    if call.ctx is not None and call.ctx.with_audit:
+        # shielded: a cancelled caller must not split an effect from its outcome
+        await asyncio.shield(_settle(k, call))
+    return result
+
+
+async def _settle(k: Kernel, call: Call) -> None:
+    assert call.ctx is not None
+    effects = call.ctx.with_audit
     try:
         if call.syscall.mutating or k.config.audit_reads:
             await _write_audit(k, call, "ok", None, effects)
+            call.audited = True
         else:
             await k.db.run_write(lambda conn: [e.work(conn) for e in effects])
     except BaseException as exc:
-        for effect in effects:
-            if effect.undo is not None:
-                await effect.undo()
-        p, key = call.principal, call.idempotency_key
-        if key and p is not None:  # the stored result did not happen: a retry runs afresh
-            await k.idempotency.release(p.org_id, p.id, key)
+        await _undo(call)
         if isinstance(exc, errors.UnderlayError) or not isinstance(exc, Exception):
             raise
         log.exception("writing the effects of %s failed (trace %s)", call.syscall.name,
@@ -126,6 +138,18 @@ async def _settle(k: Kernel, call: Call, effects: Sequence[Effect]) -> None:
     for effect in effects:
         if effect.then is not None:
             effect.then()
+
+
+async def _undo(call: Call) -> None:
+    """Every pending effect's ``undo``, each on its own (one failing stops no other)."""
+    assert call.ctx is not None
+    for effect in call.ctx.with_audit:
+        if effect.undo is not None:
+            try:
+                await effect.undo()
+            except Exception:
+                log.exception("undoing an effect of %s failed (trace %s)", call.syscall.name,
+                              call.trace_id)  # fmt: skip
 
 
 @functools.cache
@@ -212,7 +236,7 @@ async def idempotency(k: Kernel, call: Call, nxt: Next) -> BaseModel:
     call.trail.append("idempotency")
     key, sc, p = call.idempotency_key, call.syscall, call.principal
     if not key or not sc.mutating:
-        return await nxt(call)
+        return await _run_and_settle(k, call, nxt)
     assert p is not None and call.input is not None
     rhash = request_hash(sc.name, to_wire(call.input))
     lease = (sc.policy.timeout_seconds or 300) * sc.policy.retry.max_attempts + 30
@@ -223,7 +247,7 @@ async def idempotency(k: Kernel, call: Call, nxt: Next) -> BaseModel:
             raise errors.UnderlayError.from_dict(stored["error"])
         return sc.output.model_validate(stored["result"])
     try:
-        result = await nxt(call)
+        result = await _run_and_settle(k, call, nxt)
     except errors.UnderlayError as exc:
         if exc.retryable:
             await k.idempotency.release(p.org_id, p.id, key)
@@ -291,6 +315,7 @@ async def handler(k: Kernel, call: Call) -> BaseModel:
     )
     try:
         result = await call.syscall.handler(ctx, call.input)
+        call.handled = True
     except errors.UnderlayError:
         raise
     except Exception as exc:

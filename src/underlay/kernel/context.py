@@ -149,10 +149,13 @@ class CallContext:
         together, in one commit instead of two, before the caller has the result.
 
         ``then()`` runs once that transaction committed. If it fails, nothing of it is
-        kept: ``undo()`` is awaited, an idempotency key's stored result is released, and
-        the caller gets the error. A handler that raises after calling this has its writes
-        dropped (it undoes its own work). Not for syscalls with a cost: the cost is posted
-        before the audit step, and could not be taken back.
+        kept: ``undo()`` is awaited, the caller gets the error, and the error is audited
+        (and, under an idempotency key, stored like any error: the write happens before
+        the result is stored, so a stored result never points at a write that failed).
+        ``undo()`` also runs if a later step of the chain fails before the write. A
+        handler that raises after calling this has its writes dropped (it undoes its own
+        work). Not for syscalls with a cost: the cost is posted before the audit event is
+        written, and could not be taken back.
         """
         if self.syscall.cost is not None:
             raise RuntimeError(f"{self.syscall.name} has a cost: commit_with_audit is not for it")

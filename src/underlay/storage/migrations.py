@@ -92,6 +92,7 @@ MIGRATIONS: list[Migration] = [
     Migration(9, "comms: the event log and agents' mailboxes", _create("events", "messages")),
     Migration(10, "coordination: conflict predictions reported", _create("conflict_notices")),
     Migration(11, "tools: the credential vault", _create("vault_secrets", "vault_grants")),
+    Migration(12, "compute: secrets a sandbox holds", _add_columns("sandboxes", "secret_names")),
 ]
 
 _PG_LOCK_KEY = 0x756E646C  # "undl"

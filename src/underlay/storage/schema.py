@@ -196,6 +196,7 @@ sandboxes = Table(
     Column("billed_seconds", Float, nullable=False, default=0.0),
     Column("billed_cpu_seconds", Float, nullable=False, default=0.0),
     Column("meter_seq", Integer, nullable=False, default=0),
+    Column("secret_names", JSON),  # vault secrets in its environment (names), or null
     Index("ix_sandboxes_org_state", "org_id", "state"),
 )
 

@@ -9,8 +9,11 @@ Guarantees:
   use it asks for: a sandbox's environment (``sandbox.create`` / ``commands.run`` with
   ``secrets``). Nothing here puts a value into a log, an error or an audit event.
 - Who may use a secret: a human of the organisation holding ``vault.use``, the system,
-  or an agent the secret was granted to (``vault.grant``). A revoked grant, or a
-  deleted secret, stops the next use; what was already handed to a sandbox stays there.
+  or an agent the secret was granted to (``vault.grant``) whose token's scopes, if any,
+  include ``vault.use``. A revoked grant, or a deleted secret, stops the next use; what
+  was already handed to a sandbox stays there. One who may not use a secret learns
+  nothing of it (``permission_denied`` before ``not_found``).
+- A sealed value opens only under its own organisation and name.
 - Replacing a value (``put`` on an existing name) keeps its grants and counts up its
   ``version``; ``delete`` removes the secret and its grants.
 """
@@ -20,15 +23,16 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+import nacl.bindings as aead
 import nacl.utils
-from nacl.secret import SecretBox
+from nacl.exceptions import CryptoError
 from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from underlay import errors
 from underlay.identity.keys import Sealer
-from underlay.kernel.context import Principal
+from underlay.kernel.context import Principal, pattern_allows
 from underlay.storage import schema
 from underlay.storage.engine import Database
 from underlay.tools.models import PutSecret, SecretInfo
@@ -38,23 +42,37 @@ G = schema.vault_grants
 USE = "vault.use"  # what a human needs to use the organisation's secrets
 
 
-def seal(sealer: Sealer, value: str) -> tuple[str, str]:
-    """(sealed key, sealed value): the value under a fresh key, the key under the master."""
-    key = nacl.utils.random(SecretBox.KEY_SIZE)
-    sealed_value = base64.b64encode(bytes(SecretBox(key).encrypt(value.encode()))).decode()
-    return sealer.seal(key), sealed_value
+def seal(sealer: Sealer, org_id: str, name: str, value: str) -> tuple[str, str]:
+    """(sealed key, sealed value): the value under a fresh key (XChaCha20-Poly1305, bound
+    to its organisation and name, so a sealed value copied elsewhere does not open), the
+    key under the master key."""
+    key, nonce = nacl.utils.random(32), nacl.utils.random(24)
+    box = aead.crypto_aead_xchacha20poly1305_ietf_encrypt(
+        value.encode(), _bound(org_id, name), nonce, key
+    )
+    return sealer.seal(key), base64.b64encode(nonce + box).decode()
 
 
-def unseal(sealer: Sealer, sealed_key: str, sealed_value: str) -> str:
-    key = sealer.open(sealed_key)
-    return SecretBox(key).decrypt(base64.b64decode(sealed_value)).decode()
+def unseal(sealer: Sealer, org_id: str, name: str, sealed_key: str, sealed_value: str) -> str:
+    key, raw = sealer.open(sealed_key), base64.b64decode(sealed_value)
+    try:
+        plain = aead.crypto_aead_xchacha20poly1305_ietf_decrypt(
+            raw[24:], _bound(org_id, name), raw[:24], key
+        )
+    except CryptoError as exc:
+        raise errors.InternalError(f"secret {name!r} does not open (altered?)") from exc
+    return bytes(plain).decode()
+
+
+def _bound(org_id: str, name: str) -> bytes:
+    return f"underlay vault\0{org_id}\0{name}".encode()
 
 
 async def put(
     db: Database, sealer: Sealer, org_id: str, by: str, inp: PutSecret, now: float
 ) -> SecretInfo:
     """Store ``inp.value`` under ``inp.name``: a new secret, or a new version of one."""
-    sealed_key, sealed_value = seal(sealer, inp.value.get_secret_value())
+    sealed_key, sealed_value = seal(sealer, org_id, inp.name, inp.value.get_secret_value())
     values = {"description": inp.description, "sealed_key": sealed_key,
               "sealed_value": sealed_value, "updated_at": now}  # fmt: skip
 
@@ -63,9 +81,16 @@ async def put(
         first = insert(V).values(
             org_id=org_id, name=inp.name, version=1, created_by=by, created_at=now, **values
         )
-        if not _inserted(conn, first):
-            version = conn.execute(select(V.c.version).where(where).with_for_update()).scalar_one()
-            conn.execute(update(V).where(where).values(version=version + 1, **values))
+        for _ in range(3):  # a delete may commit between the insert and the update
+            if _inserted(conn, first):
+                # a new secret: grants left by an old one of this name do not carry over
+                conn.execute(delete(G).where(G.c.org_id == org_id, G.c.name == inp.name))
+                break
+            locked = select(V.c.version).where(where).with_for_update()
+            version = conn.execute(locked).scalar_one_or_none()
+            if version is not None:
+                conn.execute(update(V).where(where).values(version=version + 1, **values))
+                break
         row = conn.execute(select(V).where(where)).one()  # what this call wrote
         grants = select(G.c.agent_id).where(G.c.org_id == org_id, G.c.name == inp.name)
         return _info(row, list(conn.execute(grants.order_by(G.c.agent_id)).scalars()))
@@ -114,8 +139,9 @@ async def grant(db: Database, org_id: str, name: str, agent_id: str, by: str, no
     """Let ``agent_id`` use ``name`` (again granting changes nothing)."""
 
     def write(conn: Connection) -> None:
+        # locked: a delete committing meanwhile must not leave this grant behind
         exists = select(V.c.name).where(V.c.org_id == org_id, V.c.name == name)
-        if conn.execute(exists).first() is None:
+        if conn.execute(exists.with_for_update()).first() is None:
             raise errors.NotFound(f"no secret {name!r} in the vault", field="name")
         _inserted(conn, insert(G).values(org_id=org_id, name=name, agent_id=agent_id,
                                          granted_by=by, granted_at=now))  # fmt: skip
@@ -156,25 +182,49 @@ async def resolve(
         rows = {r.name: r for r in await conn.execute(
             select(V).where(V.c.org_id == org, V.c.name.in_(names))
         )}  # fmt: skip
-        granted: set[str] = set()
-        if principal.kind == "agent":
-            granted = set((await conn.execute(select(G.c.name).where(
-                G.c.org_id == org, G.c.agent_id == principal.id, G.c.name.in_(names)
-            ))).scalars())  # fmt: skip
+        granted = await _granted(conn, principal, names)
     for variable, name in wanted.items():
+        if not may_use(principal, name, granted):  # first: names are not told to strangers
+            raise errors.PermissionDenied(
+                f"secret {name!r} is not granted to {principal.kind} {principal.id}",
+                capability=USE,
+            )
         if name not in rows:
             raise errors.NotFound(f"no secret {name!r} in the vault", field=f"secrets.{variable}")
+    return {
+        v: unseal(sealer, org, n, rows[n].sealed_key, rows[n].sealed_value)
+        for v, n in wanted.items()
+    }
+
+
+async def check(db: Database, principal: Principal, names: list[str]) -> None:
+    """``PermissionDenied`` naming the first of ``names`` that ``principal`` may not use."""
+    async with db.read() as conn:
+        granted = await _granted(conn, principal, names)
+    for name in names:
         if not may_use(principal, name, granted):
             raise errors.PermissionDenied(
                 f"secret {name!r} is not granted to {principal.kind} {principal.id}",
                 capability=USE,
             )
-    return {v: unseal(sealer, rows[n].sealed_key, rows[n].sealed_value) for v, n in wanted.items()}
+
+
+async def _granted(conn: AsyncConnection, principal: Principal, names: list[str]) -> set[str]:
+    """Which of ``names`` are granted to ``principal`` (an agent; nothing for others)."""
+    if principal.kind != "agent":
+        return set()
+    found = await conn.execute(select(G.c.name).where(
+        G.c.org_id == principal.org_id, G.c.agent_id == principal.id, G.c.name.in_(names)
+    ))  # fmt: skip
+    return set(found.scalars())
 
 
 def may_use(principal: Principal, name: str, granted: set[str]) -> bool:
+    """Humans by ``vault.use``; agents by a grant, unless their token's scopes leave out
+    ``vault.use``; the system always."""
     if principal.kind == "agent":
-        return name in granted
+        scoped_out = principal.scopes is not None and not pattern_allows(principal.scopes, USE)
+        return name in granted and not scoped_out
     if principal.kind == "system":
         return True
     return principal.kind == "human" and principal.allows(USE)
