@@ -218,6 +218,26 @@ async def test_another_live_hosts_launcher_cgroups_are_left_alone(kernel: Kernel
         theirs.remove()
 
 
+async def test_a_cgroup_with_processes_is_never_taken_for_stale(kernel: Kernel) -> None:
+    """Another installation in another pid namespace: the pid in its cgroups' names
+    means nothing here, but its processes in them do."""
+    cls = cgroups.detect()
+    assert cls is not None
+    elsewhere = await asyncio.create_subprocess_exec("sleep", "60")
+    theirs = cls(f"{PREFIX}999999999-l_elsewhere")  # no such pid here
+    try:
+        theirs.create(Limits())
+        for procs in theirs.join_paths():
+            Path(procs).write_text(str(elsewhere.pid))
+        launchers = await launchers_of(kernel)
+        await asyncio.to_thread(launchers._remove_stale)
+        assert theirs.name in cgroup_names() and alive(elsewhere.pid)
+    finally:
+        elsewhere.kill()
+        await elsewhere.wait()
+        theirs.remove()
+
+
 async def test_a_bad_instruction_fails_with_its_reason_in_the_log(
     kernel: Kernel, tmp_path: Path
 ) -> None:

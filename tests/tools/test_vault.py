@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 from typing import Any
 
@@ -165,3 +167,19 @@ async def test_a_scoped_agent_token_needs_vault_use_and_strangers_learn_no_names
     assert await vault.resolve(kernel.db, kernel.sealer, wide, {"API": "api"}) == {"API": VALUE}
     with pytest.raises(errors.PermissionDenied, match="'no-such' is not granted"):
         await vault.resolve(kernel.db, kernel.sealer, wide, {"X": "no-such"})
+
+
+async def test_an_idempotent_put_stores_no_guessable_hash_of_the_value(
+    ul: AsyncUnderlay, kernel: Kernel
+) -> None:
+    """The idempotency store hashes requests with a key derived from the master key: a
+    database reader cannot test guesses of a secret against it."""
+    await ul.vault.put(name="pin", value="1234", idempotency_key="put-pin")
+    async with kernel.db.read() as conn:
+        stored = (await conn.execute(select(schema.idempotency.c.request_hash))).scalar_one()
+    wire = {"name": "pin", "value": "1234", "description": ""}
+    text = json.dumps(["vault.put", wire], sort_keys=True, separators=(",", ":"))
+    assert stored != hashlib.sha256(text.encode()).hexdigest()
+    assert stored == hmac.new(kernel.request_key, text.encode(), hashlib.sha256).hexdigest()
+    again = await ul.vault.put(name="pin", value="1234", idempotency_key="put-pin")
+    assert again.version == 1  # replayed, not stored twice

@@ -169,15 +169,17 @@ class Launchers:
         return launcher
 
     def _remove_stale(self) -> None:
-        """Remove launcher cgroups whose host died. Another live installation's (its
-        launchers, and sandboxes born from them) are never touched: a cgroup's name
-        carries its host's pid."""
+        """Remove launcher cgroups whose host died: its pid (in the cgroup's name) is gone
+        and nothing runs in them (its launchers and sandboxes died with it). Another
+        live installation's are never touched, even one in another pid namespace."""
         for name in self.cgroup_cls.existing(PREFIX):
             host = name[len(PREFIX) :].split("-", 1)[0]
             if host.isdigit() and _alive(int(host)):
                 continue
+            cg = self.cgroup_cls(name)
             with contextlib.suppress(OSError):
-                self.cgroup_cls(name).remove()
+                if cg.pid_count() == 0:
+                    cg.remove()
 
     async def close(self) -> None:
         self._closed = True

@@ -238,7 +238,7 @@ async def idempotency(k: Kernel, call: Call, nxt: Next) -> BaseModel:
     if not key or not sc.mutating:
         return await _run_and_settle(k, call, nxt)
     assert p is not None and call.input is not None
-    rhash = request_hash(sc.name, to_wire(call.input))
+    rhash = request_hash(sc.name, to_wire(call.input), k.request_key)
     lease = (sc.policy.timeout_seconds or 300) * sc.policy.retry.max_attempts + 30
     stored = await k.idempotency.claim(p.org_id, p.id, key, sc.name, rhash, lease)
     if stored is not None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import json
 from typing import Any
 
@@ -28,9 +29,11 @@ from underlay.storage.engine import Database
 t = schema.idempotency
 
 
-def request_hash(syscall: str, payload: dict[str, Any]) -> str:
+def request_hash(syscall: str, payload: dict[str, Any], key: bytes = b"") -> str:
+    """A keyed hash (HMAC-SHA256) of the request: the payload may carry secrets (a vault
+    value, say), which an unkeyed hash in the database would expose to guessing."""
     text = json.dumps([syscall, payload], sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
+    return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
 
 
 class IdempotencyStore:

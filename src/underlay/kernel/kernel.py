@@ -9,6 +9,7 @@ whose token is written to ``home/admin-token`` (mode 0600).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 from dataclasses import dataclass
@@ -67,6 +68,8 @@ class Kernel:
         self.clock = clock or SystemClock()
         self.tracer = tracer
         self.sealer = Sealer(master_key)
+        # keys the hashes of idempotent requests (their inputs may carry secrets)
+        self.request_key = hashlib.sha256(b"underlay request hash\0" + master_key).digest()
         self.authn = TokenAuthenticator(db, self.clock.now, config.token_cache_seconds)
         self.ledger = Ledger(db, self.clock.now)
         self.idempotency = IdempotencyStore(db, self.clock.now, config.idempotency_wait_seconds)
