@@ -15,6 +15,7 @@ from underlay.sdk.client import AsyncUnderlay
 from underlay.storage import schema
 
 VALUE = "ghp_sandbox-secret-9876543210"
+BUDGET = "1.00 USD"  # metering charges the owner: without budget its sandbox is stopped
 PRINT_ENV = ["python3", "-c", "import json, os; print(json.dumps(dict(os.environ)))"]
 
 
@@ -30,7 +31,7 @@ async def test_a_granted_secret_is_in_the_sandbox_and_nowhere_else(
 ) -> None:
     monkeypatch.setenv("HOST_ONLY_SECRET", "host-value")  # the caller's environment
     await ul.vault.put(name="github", value=VALUE)
-    builder = await ul.agents.create("builder", capabilities=["sandbox.*"])
+    builder = await ul.agents.create("builder", capabilities=["sandbox.*"], budget=BUDGET)
     await ul.vault.grant(name="github", agent="builder")
     ua = await ul.as_agent(builder)
     sbx = await ua.sandbox.create(timeout=60, secrets={"GITHUB_TOKEN": "github"})
@@ -50,7 +51,9 @@ async def test_an_ungranted_secret_is_refused_before_anything_starts(
     ul: AsyncUnderlay, kernel: Kernel
 ) -> None:
     await ul.vault.put(name="prod-db", value=VALUE)
-    intruder = await ul.as_agent(await ul.agents.create("intruder", capabilities=["sandbox.*"]))
+    intruder = await ul.as_agent(
+        await ul.agents.create("intruder", capabilities=["sandbox.*"], budget=BUDGET)
+    )
     with pytest.raises(errors.PermissionDenied, match="'prod-db' is not granted") as denied:
         await intruder.sandbox.create(timeout=60, secrets={"DB": "prod-db"})
     assert VALUE not in str(denied.value)
@@ -75,7 +78,7 @@ async def test_revoking_stops_the_next_use_not_a_sandbox_already_given_it(
     ul: AsyncUnderlay,
 ) -> None:
     await ul.vault.put(name="api", value=VALUE)
-    await ul.agents.create("worker", capabilities=["sandbox.*"])
+    await ul.agents.create("worker", capabilities=["sandbox.*"], budget=BUDGET)
     await ul.vault.grant(name="api", agent="worker")
     uw = await ul.as_agent("worker")
     sbx = await uw.sandbox.create(timeout=60, secrets={"API_KEY": "api"})
@@ -98,14 +101,14 @@ async def test_a_sandbox_holding_secrets_is_for_those_who_may_use_them(
     """Its environment holds the values: a human token scoped without ``vault.use``, or
     a ``compute.admin`` agent without the grant, may not run commands in it."""
     await ul.vault.put(name="api", value=VALUE)
-    await ul.agents.create("owner", capabilities=["sandbox.*"])
+    await ul.agents.create("owner", capabilities=["sandbox.*"], budget=BUDGET)
     await ul.vault.grant(name="api", agent="owner")
     owner = await ul.as_agent("owner")
     sbx = await owner.sandbox.create(timeout=60, secrets={"API_KEY": "api"})
     scoped = await ul.tokens.create(kind="human", scopes=["sandbox.*"])
     narrow = ul.with_token(scoped.token.get_secret_value())
     admin_agent = await ul.as_agent(
-        await ul.agents.create("ops", capabilities=["sandbox.*", "compute.admin"])
+        await ul.agents.create("ops", capabilities=["sandbox.*", "compute.admin"], budget=BUDGET)
     )
     for stranger in (narrow, admin_agent):
         with pytest.raises(errors.PermissionDenied, match="'api' is not granted"):
