@@ -69,13 +69,18 @@ async def _row(ctx: CallContext, sid: str, *, live: bool = True) -> Any:
     return await (await ctx.kernel.compute()).row(ctx.principal, sid, live=live)
 
 
+def _audit_secrets(ctx: CallContext, secrets: dict[str, str]) -> None:
+    """Which vault secrets a call used: names only, a value is never recorded."""
+    if secrets:
+        ctx.audit.update(secrets=sorted(set(secrets.values())))
+
+
 @group.syscall("sandbox.create", mutating=True, policy=START, backend="bwrap")
 async def create(ctx: CallContext, inp: CreateSandbox) -> Sandbox:
     """Start a sandbox (from the warm pool when its shape allows) and return it."""
     sbx = await (await ctx.kernel.compute()).create(ctx.principal, inp, ctx.commit_with_audit)
     ctx.audit.update(sandbox=sbx.id)
-    if inp.secrets:  # which ones were used (names: a value is never recorded)
-        ctx.audit.update(secrets=sorted(set(inp.secrets.values())))
+    _audit_secrets(ctx, inp.secrets)
     return sbx
 
 
@@ -179,8 +184,7 @@ async def run(ctx: CallContext, inp: RunCommand) -> CommandResult:
     granted = await vault.resolve(ctx.db, ctx.kernel.sealer, ctx.principal, inp.secrets)
     inst = await m.instance(row)
     argv = ["/bin/sh", "-c", inp.cmd] if isinstance(inp.cmd, str) else inp.cmd
-    if inp.secrets:
-        ctx.audit.update(secrets=sorted(set(inp.secrets.values())))
+    _audit_secrets(ctx, inp.secrets)
     env = m.command_env(row) | {k: v.get_secret_value() for k, v in inp.env.items()} | granted
     line = inp.cmd if isinstance(inp.cmd, str) else shlex.join(inp.cmd)
     ctx.audit.update(

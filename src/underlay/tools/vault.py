@@ -92,8 +92,7 @@ async def put(
                 conn.execute(update(V).where(where).values(version=version + 1, **values))
                 break
         row = conn.execute(select(V).where(where)).one()  # what this call wrote
-        grants = select(G.c.agent_id).where(G.c.org_id == org_id, G.c.name == inp.name)
-        return _info(row, list(conn.execute(grants.order_by(G.c.agent_id)).scalars()))
+        return _info(row, list(conn.execute(_grants_of(org_id, inp.name)).scalars()))
 
     return await db.run_write(write)
 
@@ -103,10 +102,12 @@ async def info(conn: AsyncConnection, org_id: str, name: str) -> SecretInfo:
     row = (await conn.execute(select(V).where(V.c.org_id == org_id, V.c.name == name))).first()
     if row is None:
         raise errors.NotFound(f"no secret {name!r} in the vault", field="name")
-    grants = await conn.execute(
-        select(G.c.agent_id).where(G.c.org_id == org_id, G.c.name == name).order_by(G.c.agent_id)
-    )
-    return _info(row, list(grants.scalars()))
+    return _info(row, list((await conn.execute(_grants_of(org_id, name))).scalars()))
+
+
+def _grants_of(org_id: str, name: str) -> Any:
+    """The ids of the agents ``name`` is granted to, in order."""
+    return select(G.c.agent_id).where(G.c.org_id == org_id, G.c.name == name).order_by(G.c.agent_id)
 
 
 async def listing(conn: AsyncConnection, org_id: str) -> list[SecretInfo]:
@@ -183,12 +184,8 @@ async def resolve(
             select(V).where(V.c.org_id == org, V.c.name.in_(names))
         )}  # fmt: skip
         granted = await _granted(conn, principal, names)
+    _require(principal, list(wanted.values()), granted)  # first: strangers learn no names
     for variable, name in wanted.items():
-        if not may_use(principal, name, granted):  # first: names are not told to strangers
-            raise errors.PermissionDenied(
-                f"secret {name!r} is not granted to {principal.kind} {principal.id}",
-                capability=USE,
-            )
         if name not in rows:
             raise errors.NotFound(f"no secret {name!r} in the vault", field=f"secrets.{variable}")
     return {
@@ -200,7 +197,10 @@ async def resolve(
 async def check(db: Database, principal: Principal, names: list[str]) -> None:
     """``PermissionDenied`` naming the first of ``names`` that ``principal`` may not use."""
     async with db.read() as conn:
-        granted = await _granted(conn, principal, names)
+        _require(principal, names, await _granted(conn, principal, names))
+
+
+def _require(principal: Principal, names: list[str], granted: set[str]) -> None:
     for name in names:
         if not may_use(principal, name, granted):
             raise errors.PermissionDenied(
